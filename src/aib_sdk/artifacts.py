@@ -1,0 +1,94 @@
+"""The values that flow between providers: base disks, captured artifacts, run outputs, command results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+DiskFormat = Literal["qcow2", "raw", "vpc", "vmdk"]
+OsType = Literal["Linux", "Windows"]
+HyperVGeneration = Literal["V1", "V2"]
+DiskInterface = Literal["virtio", "nvme", "scsi", "ide"]
+
+
+@dataclass(frozen=True)
+class DiskImage:
+    """A bootable base disk resolved from a template's ``source``, on local disk.
+
+    ``exact_version`` is what the source resolved to (``latest`` → a concrete version), reported as
+    ``source.exactVersion`` in the run result. ``kernel``/``initrd``/``kernel_args`` enable direct kernel boot
+    for disks without a bootloader. ``access`` says how the guest takes the build key: ``"cloud-init"`` (a NoCloud
+    seed) or ``"static"`` (credentials from provider settings). ``attributes`` carries provider-specific facts
+    (for example the tiny test guest's pinned host keys) without widening this contract.
+    """
+
+    path: Path
+    format: DiskFormat
+    os_type: OsType = "Linux"
+    hyper_v_generation: HyperVGeneration = "V1"
+    sha256: str | None = None
+    exact_version: str | None = None
+    kernel: Path | None = None
+    initrd: Path | None = None
+    kernel_args: str | None = None
+    disk_interface: DiskInterface = "virtio"
+    access: Literal["cloud-init", "static"] = "cloud-init"
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Artifact:
+    """The captured disk of a finished build, ready to be published.
+
+    ``path`` is a standalone disk (no backing file) owned by the run's staging area. Distributors that need
+    another format ask :func:`aib_sdk.disks.converted` with this artifact; conversions are cached per artifact,
+    so three distributors that want a VHD convert once.
+    """
+
+    path: Path
+    format: DiskFormat
+    virtual_size: int
+    os_type: OsType = "Linux"
+    hyper_v_generation: HyperVGeneration = "V1"
+    sha256: str | None = None
+    source_version: str | None = None
+    template_digest: str = ""
+    run_id: str = ""
+    template_name: str = ""
+    conversions: dict[str, Path] = field(default_factory=dict)
+
+
+ProvisioningState = Literal["Succeeded", "Failed", "Running", "Canceled"]
+
+
+@dataclass
+class RunOutput:
+    """What one distribution target produced, as AIB's ``runOutputs/{name}`` resource reports it."""
+
+    run_output_name: str
+    artifact_id: str | None = None
+    artifact_uri: str | None = None
+    provisioning_state: ProvisioningState = "Succeeded"
+    error: str | None = None
+    regions: dict[str, str] = field(default_factory=dict)  # region → URI/location of its replica
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "artifactId": self.artifact_id,
+            "artifactUri": self.artifact_uri,
+            "provisioningState": self.provisioning_state,
+        }
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The outcome of one command run on the guest."""
+
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0

@@ -1,0 +1,128 @@
+"""The typed event stream of a build.
+
+Every event is a frozen pydantic model discriminated on ``kind``. The Builder emits them synchronously through an
+:class:`EventSink` (emitting never blocks the emitter); the CLI's live display, the per-run
+``customization.log`` and ``builder.events()`` are all consumers of the same stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter
+
+RunState = Literal["Running", "Canceling", "Succeeded", "PartiallySucceeded", "Failed", "Canceled"]
+RunSubState = Literal["Queued", "Building", "Customizing", "Optimizing", "Validating", "Distributing"]
+StepPhase = Literal["customize", "validate", "deprovision"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    time: datetime = Field(default_factory=_now)
+
+
+class RunStarted(_Event):
+    kind: Literal["run-started"] = "run-started"
+    run_id: str
+    template_name: str
+    staging_directory: str
+
+
+class PhaseChanged(_Event):
+    """``lastRunStatus`` moved: a new run sub-state (or a new run state such as Canceling)."""
+
+    kind: Literal["phase"] = "phase"
+    run_state: RunState
+    run_sub_state: RunSubState
+
+
+class StepStarted(_Event):
+    kind: Literal["step-started"] = "step-started"
+    phase: StepPhase
+    index: int
+    name: str
+    type: str
+
+
+class StepFinished(_Event):
+    kind: Literal["step-finished"] = "step-finished"
+    phase: StepPhase
+    index: int
+    name: str
+    type: str
+    ok: bool
+    duration: float
+    exit_code: int | None = None
+    error: str | None = None
+    cached: bool = False
+
+
+class LogLine(_Event):
+    """One line of output: a step's stdout/stderr, the guest's serial console, or a provider's own log."""
+
+    kind: Literal["log"] = "log"
+    source: str
+    stream: Literal["stdout", "stderr", "serial", "info"] = "stdout"
+    line: str
+
+
+class Progress(_Event):
+    """Bytes moved by a long operation: ``task`` is download, convert, upload, replicate, copy …"""
+
+    kind: Literal["progress"] = "progress"
+    task: str
+    label: str
+    done: int
+    total: int | None = None
+    target: str | None = None
+    region: str | None = None
+
+    @property
+    def percent(self) -> float | None:
+        return None if not self.total else 100.0 * self.done / self.total
+
+
+class TargetStatus(_Event):
+    """A distribution target (``region`` None) or one of its regions changed state."""
+
+    kind: Literal["target"] = "target"
+    run_output_name: str
+    type: str
+    region: str | None = None
+    state: Literal["Running", "Succeeded", "Failed", "Canceled"]
+    message: str = ""
+    artifact_id: str | None = None
+    artifact_uri: str | None = None
+
+
+class Warning(_Event):  # noqa: A001 - the event's name in the stream
+    kind: Literal["warning"] = "warning"
+    message: str
+
+
+class RunFinished(_Event):
+    kind: Literal["run-finished"] = "run-finished"
+    run_state: RunState
+    run_sub_state: RunSubState
+    message: str = ""
+
+
+Event = Annotated[
+    RunStarted | PhaseChanged | StepStarted | StepFinished | LogLine | Progress | TargetStatus | Warning
+    | RunFinished,
+    Discriminator("kind"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+EventSink = Callable[[Event], None]
+"""Emits one event. Never blocks and never raises into the emitter."""
+
+
+def null_sink(event: Event) -> None:
+    """An :data:`EventSink` that drops everything."""

@@ -1,0 +1,1 @@
+"""Template models: AIB's schema as pydantic models, and the loader for every template form."""

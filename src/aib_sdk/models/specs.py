@@ -1,0 +1,222 @@
+"""AIB's template entry types (API 2024-02-01 plus 2025-10-01's additions), one pydantic model each.
+
+Python attributes are snake_case; templates are read and written only by AIB's exact camelCase names
+(``scriptUri``, ``osDiskSizeGB``, ``inVMValidations``). Unknown fields are rejected. Each entry model's ``type``
+field is a one-value ``Literal``: the discriminator of its union, which providers extend with their own types.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field
+from pydantic.alias_generators import to_camel
+
+
+class AibModel(BaseModel):
+    """Base of every template model: camelCase names only, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+
+# Sources -----------------------------------------------------------------------------------------------------
+
+
+class PlanInfo(AibModel):
+    plan_name: str
+    plan_product: str
+    plan_publisher: str
+
+
+class PlatformImageSource(AibModel):
+    type: Literal["PlatformImage"]
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    version: str | None = None
+    plan_info: PlanInfo | None = None
+    exact_version: str | None = None
+
+
+class ManagedImageSource(AibModel):
+    type: Literal["ManagedImage"]
+    image_id: str
+
+
+class SharedImageVersionSource(AibModel):
+    type: Literal["SharedImageVersion"]
+    image_version_id: str
+    exact_version: str | None = None
+
+
+# Customizers (and in-VM validators, which share their fields) --------------------------------------------------
+
+
+class StepSpec(AibModel):
+    """Common fields of a customizer/validator."""
+
+    name: str | None = None
+
+
+class ScriptStep(StepSpec):
+    script_uri: str | None = None
+    sha256_checksum: str = ""
+    inline: list[str] | None = None
+
+
+class ShellCustomizer(ScriptStep):
+    type: Literal["Shell"]
+
+
+class PowerShellCustomizer(ScriptStep):
+    type: Literal["PowerShell"]
+    run_elevated: bool = False
+    run_as_system: bool = False
+    valid_exit_codes: list[int] | None = None
+
+
+class FileCustomizer(StepSpec):
+    type: Literal["File"]
+    source_uri: str | None = None
+    sha256_checksum: str = ""
+    destination: str | None = None
+
+
+class WindowsRestartCustomizer(StepSpec):
+    type: Literal["WindowsRestart"]
+    restart_command: str | None = None
+    restart_check_command: str | None = None
+    restart_timeout: str | None = None
+
+
+class WindowsUpdateCustomizer(StepSpec):
+    type: Literal["WindowsUpdate"]
+    search_criteria: str | None = None
+    filters: list[str] | None = None
+    update_limit: int | None = Field(default=None, ge=0)
+
+
+# Distributors ---------------------------------------------------------------------------------------------------
+
+
+class DistributorSpec(AibModel):
+    """Common fields of a distribution target."""
+
+    run_output_name: str
+    artifact_tags: dict[str, str] | None = None
+
+
+class TargetRegion(AibModel):
+    name: str
+    replica_count: int = Field(default=1, ge=1)
+    storage_account_type: Literal["Standard_LRS", "Standard_ZRS", "Premium_LRS"] | None = None
+
+
+class LatestVersioning(AibModel):
+    scheme: Literal["Latest"]
+    major: int = Field(default=-1, ge=-1)
+
+
+class SourceVersioning(AibModel):
+    scheme: Literal["Source"]
+
+
+Versioning = Annotated[LatestVersioning | SourceVersioning, Discriminator("scheme")]
+
+
+class ManagedImageDistributor(DistributorSpec):
+    type: Literal["ManagedImage"]
+    image_id: str
+    location: str
+
+
+class SharedImageDistributor(DistributorSpec):
+    type: Literal["SharedImage"]
+    gallery_image_id: str
+    replication_regions: list[str] | None = None
+    target_regions: list[TargetRegion] | None = None
+    exclude_from_latest: bool = False
+    storage_account_type: Literal["Standard_LRS", "Standard_ZRS", "Premium_LRS"] | None = None
+    versioning: Versioning | None = None
+    replication_mode: Literal["Full", "Shallow"] | None = None
+
+
+class VhdDistributor(DistributorSpec):
+    type: Literal["VHD"]
+    uri: str | None = None
+
+
+class DiskFileDistributor(DistributorSpec):
+    """Not AIB's: a local disk file in any format (``file:///abs/out.qcow2``)."""
+
+    type: Literal["DiskFile"]
+    uri: str
+    format: Literal["qcow2", "raw", "vpc", "vmdk"] = "qcow2"
+    compression: Literal["none", "zstd", "zlib"] = "none"
+
+
+# Template-level parts ------------------------------------------------------------------------------------------
+
+
+class VnetConfig(AibModel):
+    subnet_id: str | None = None
+    container_instance_subnet_id: str | None = None
+    proxy_vm_size: str | None = None
+
+
+class VmProfile(AibModel):
+    vm_size: str = ""
+    os_disk_size_gb: int = Field(default=0, ge=0, alias="osDiskSizeGB")
+    user_assigned_identities: list[str] | None = None
+    vnet_config: VnetConfig | None = None
+
+
+class DataDisk(AibModel):
+    size_gb: int = Field(ge=0, alias="sizeGB")
+
+
+class ErrorHandling(AibModel):
+    on_customizer_error: Literal["cleanup", "abort"] = "cleanup"
+    on_validation_error: Literal["cleanup", "abort"] = "cleanup"
+
+
+class VmBoot(AibModel):
+    state: Literal["Enabled", "Disabled"] = "Enabled"
+
+
+class WorkloadOptimization(AibModel):
+    state: Literal["Enabled", "Disabled"] = "Enabled"
+    script_uri: str | None = None
+    sha256_checksum: str = ""
+
+
+class Optimize(AibModel):
+    vm_boot: VmBoot | None = None
+    workload: WorkloadOptimization | None = None
+
+
+class AutoRun(AibModel):
+    state: Literal["Enabled", "Disabled"] = "Disabled"
+
+
+AIB_SOURCES: tuple[type[BaseModel], ...] = (PlatformImageSource, ManagedImageSource, SharedImageVersionSource)
+AIB_CUSTOMIZERS: tuple[type[BaseModel], ...] = (
+    ShellCustomizer,
+    PowerShellCustomizer,
+    FileCustomizer,
+    WindowsRestartCustomizer,
+    WindowsUpdateCustomizer,
+)
+AIB_VALIDATORS: tuple[type[BaseModel], ...] = (ShellCustomizer, PowerShellCustomizer, FileCustomizer)
+AIB_DISTRIBUTORS: tuple[type[BaseModel], ...] = (
+    ManagedImageDistributor,
+    SharedImageDistributor,
+    VhdDistributor,
+    DiskFileDistributor,
+)

@@ -1,0 +1,54 @@
+"""``BuildOptions``: everything a caller can set on a build besides the template (mirrors ``aib build``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aib_sdk.config import Config
+from aib_sdk.events import EventSink
+
+if TYPE_CHECKING:
+    from aib_sdk.plugins.manager import PluginManager
+
+
+@dataclass
+class BuildOptions:
+    """Options of one build.
+
+    - ``params``: values for ARM parameters and ``<placeholders>`` (``--param K=V``).
+    - ``profile``: a build profile (``local`` rewrites Azure ARM ids to subscription ``local``).
+    - ``source``: replaces the template's source (a JSON spec as a dict, or a disk path) (``--source``).
+    - ``uri_map``: URI prefix → replacement prefix, applied to every fetched URI (``--map-uri``); checksums
+      are still verified.
+    - ``timeout``: seconds; overrides ``buildTimeoutInMinutes`` (``--timeout``).
+    - ``resource``: which image template of an ARM deployment to build (``--resource``).
+    - ``template_name``: the name used for the staging area when the template has none (the file's stem).
+    - ``build_host``: which registered build host to use (default: the first available one).
+    - ``plugins``: a plugin manager to use instead of the default one (entry points + built-ins).
+    - ``config``: configuration (default: :meth:`Config.load`).
+    - ``on_event``: a callback receiving every event (synchronously; it must not block).
+    - ``credential``: a token credential for cloud providers (e.g. azure-identity's).
+    - ``create_missing``: let gallery distributors create missing galleries/definitions.
+    - ``trust_on_first_use``: accept a guest host key that could not be pinned (off by default).
+    - ``max_parallel_targets``: how many distribution targets publish at once.
+    """
+
+    params: dict[str, str] = field(default_factory=dict)
+    profile: str | None = None
+    source: dict[str, Any] | str | Path | None = None
+    uri_map: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    resource: str | None = None
+    template_name: str | None = None
+    build_host: str | None = None
+    plugins: PluginManager | None = None
+    config: Config | None = None
+    on_event: EventSink | None = None
+    credential: Any = None
+    create_missing: bool = False
+    trust_on_first_use: bool = False
+    max_parallel_targets: int = 8
+    base_directory: Path | None = None
+    """Directory that relative paths in the template (scripts, files) are resolved against."""

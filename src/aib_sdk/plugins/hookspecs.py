@@ -1,0 +1,53 @@
+"""Hook specifications. Every hook is synchronous and returns classes; nothing async happens in a hook."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from aib_sdk.plugins import hookspec
+
+if TYPE_CHECKING:
+    from aib_sdk.plugins.registry import SpecKind
+    from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
+
+
+@hookspec
+def aib_register_spec_models() -> list[tuple[SpecKind, type[BaseModel]]]:
+    """Template entry models with no implementation of their own, as ``(kind, model)``.
+
+    ``kind`` is ``"source"``, ``"customizer"``, ``"validator"`` or ``"distributor"``. The core declares every AIB
+    type this way so that any AIB template validates even when no provider can build it.
+    """
+    return []
+
+
+@hookspec
+def aib_register_sources() -> list[type[Source]]:
+    """Source implementations (each with ``type_name``, ``spec_model`` and ``claims``)."""
+    return []
+
+
+@hookspec
+def aib_register_build_hosts() -> list[type[BuildHost]]:
+    """Build hosts (QEMU, a cloud VM …), each with a unique ``name``."""
+    return []
+
+
+@hookspec
+def aib_register_communicators() -> list[type[Communicator]]:
+    """Communicators (SSH, WinRM …), each with a unique ``name``."""
+    return []
+
+
+@hookspec
+def aib_register_customizers() -> list[type[Customizer]]:
+    """Step types for ``customize[]`` and, when they have a ``validator_model``, for ``inVMValidations[]``."""
+    return []
+
+
+@hookspec
+def aib_register_distributors() -> list[type[Distributor]]:
+    """Distributors; several may share a ``type_name`` and are told apart by ``claims``."""
+    return []

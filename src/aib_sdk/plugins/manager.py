@@ -1,0 +1,198 @@
+"""An instance-scoped plugin manager: built-ins, entry points (lazily), a block-list, and routing."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+from pydantic import BaseModel
+
+from aib_sdk.errors import PluginError, UsageError
+from aib_sdk.plugins import PROJECT, hookspecs
+from aib_sdk.plugins.registry import Registry, type_name_of
+
+if TYPE_CHECKING:
+    from aib_sdk.config import Config
+    from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
+
+BUILTIN_PLUGIN = "aib-sdk"
+
+
+class PluginManager:
+    """Holds the plugins of one embedding; nothing here is global.
+
+    ``entry_points=False`` skips installed distributions (for embedding and tests); ``disabled`` (default: the
+    comma-separated ``AIB_DISABLE_PLUGINS``) blocks entry points by name; ``builtins=False`` leaves out the core's
+    own steps, communicators and AIB type models. Entry points load on first use.
+    """
+
+    def __init__(
+        self,
+        *,
+        entry_points: bool = True,
+        builtins: bool = True,
+        plugins: Iterable[object] = (),
+        disabled: Iterable[str] | None = None,
+    ) -> None:
+        self._pm = pluggy.PluginManager(PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        if disabled is None:
+            disabled = [p.strip() for p in os.environ.get("AIB_DISABLE_PLUGINS", "").split(",") if p.strip()]
+        self.disabled = set(disabled)
+        for name in self.disabled:
+            self._pm.set_blocked(name)
+        self._want_entry_points = entry_points
+        self._entry_points_loaded = False
+        self._registry: Registry | None = None
+        if builtins:
+            from aib_sdk import builtins as builtin_hooks
+
+            self._pm.register(builtin_hooks, name=BUILTIN_PLUGIN)
+        for plugin in plugins:
+            self.register(plugin)
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object or module (a ``@hookimpl`` holder)."""
+        try:
+            self._pm.register(plugin, name=name)
+        except ValueError as exc:
+            raise PluginError(str(exc)) from exc
+        self._registry = None
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded or not self._want_entry_points:
+            return
+        self._entry_points_loaded = True
+        for ep in importlib.metadata.entry_points(group=PROJECT):
+            if ep.name in self.disabled or self._pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            self._pm.register(plugin, name=ep.name)
+
+    def plugin_names(self) -> list[str]:
+        self._load_entry_points()
+        return [name for name, _ in self._pm.list_name_plugin()]
+
+    @property
+    def registry(self) -> Registry:
+        """The merged registry; built on first use, rebuilt after :meth:`register`."""
+        if self._registry is None:
+            self._load_entry_points()
+            try:
+                self._pm.check_pending()
+            except pluggy.PluginValidationError as exc:
+                raise PluginError(str(exc)) from exc
+            self._registry = self._collect()
+        return self._registry
+
+    def _calls(self, hook: Any) -> Iterable[tuple[str, list[Any]]]:
+        # Call each plugin's implementation separately so every registered class knows its plugin.
+        for impl in reversed(hook.get_hookimpls()):
+            name = self._pm.get_name(impl.plugin) or "?"
+            result = impl.function()
+            yield name, list(result or [])
+
+    def _collect(self) -> Registry:
+        reg = Registry()
+        hook = self._pm.hook
+        for plugin, entries in self._calls(hook.aib_register_spec_models):
+            for kind, model in entries:
+                reg.add_spec_model(kind, model, plugin)
+        for plugin, sources in self._calls(hook.aib_register_sources):
+            for cls in sources:
+                reg.add_spec_model("source", cls.spec_model, plugin)
+                reg.sources.append(cls)
+                reg.owner[cls] = plugin
+        for plugin, hosts in self._calls(hook.aib_register_build_hosts):
+            for host in hosts:
+                reg.add_named(reg.build_hosts, "build host", host, host.name, plugin)
+        for plugin, comms in self._calls(hook.aib_register_communicators):
+            for comm in comms:
+                reg.add_named(reg.communicators, "communicator", comm, comm.name, plugin)
+        for plugin, steps in self._calls(hook.aib_register_customizers):
+            for step in steps:
+                reg.add_named(reg.customizers, "customizer", step, step.type_name, plugin)
+                reg.add_spec_model("customizer", step.spec_model, plugin)
+                if step.validator_model is not None:
+                    reg.add_spec_model("validator", step.validator_model, plugin)
+        for plugin, dists in self._calls(hook.aib_register_distributors):
+            for dist in dists:
+                reg.add_spec_model("distributor", dist.spec_model, plugin)
+                reg.distributors.append(dist)
+                reg.owner[dist] = plugin
+        # Later registrations (third-party plugins) are asked before earlier ones (the core).
+        reg.sources.reverse()
+        reg.distributors.reverse()
+        return reg
+
+    # Routing -----------------------------------------------------------------------------------------------
+
+    def source_for(self, spec: BaseModel, config: Config) -> type[Source]:
+        """The first source implementation that claims ``spec``."""
+        name = type_name_of(type(spec))
+        candidates = [s for s in self.registry.sources if s.type_name == name]
+        for cls in candidates:
+            if cls.claims(spec, config):
+                return cls
+        if not candidates:
+            raise UsageError(
+                f"no installed provider builds from source type {name!r}; install a provider that does "
+                f"(see 'aib plugins'), or replace the source with --source"
+            )
+        raise UsageError(
+            f"no installed provider can resolve this {name} source ({_describe(spec)}); "
+            f"use --source with a disk file or URL, or install a provider for it"
+        )
+
+    def distributor_for(self, spec: BaseModel, config: Config) -> type[Distributor]:
+        """The first distributor implementation that claims ``spec`` (decided by its id/URI)."""
+        name = type_name_of(type(spec))
+        candidates = [d for d in self.registry.distributors if d.type_name == name]
+        for cls in candidates:
+            if cls.claims(spec, config):
+                return cls
+        raise UsageError(
+            f"no installed provider publishes {name} target {_describe(spec)}"
+            + (f" (installed for {name}: {', '.join(self.registry.owner[c] for c in candidates)})" if candidates
+               else "")
+        )
+
+    def customizer(self, type_name: str) -> type[Customizer]:
+        try:
+            return self.registry.customizers[type_name]
+        except KeyError:
+            raise UsageError(f"no installed provider runs step type {type_name!r}") from None
+
+    def communicator(self, name: str) -> type[Communicator]:
+        try:
+            return self.registry.communicators[name]
+        except KeyError:
+            raise UsageError(f"no communicator named {name!r} is installed") from None
+
+    def build_host(self, name: str | None, config: Config) -> type[BuildHost]:
+        hosts = self.registry.build_hosts
+        if name is not None:
+            if name not in hosts:
+                raise UsageError(f"no build host named {name!r} (installed: {', '.join(hosts) or 'none'})")
+            return hosts[name]
+        for host in hosts.values():
+            if host.available(config):
+                return host
+        raise UsageError(
+            "no build host can run here"
+            + (f" (installed: {', '.join(hosts)}; none is available)" if hosts
+               else "; install one, e.g. aib-provider-qemu")
+        )
+
+
+def _describe(spec: BaseModel) -> str:
+    data = spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+    keys = ("uri", "galleryImageId", "imageId", "imageVersionId", "publisher", "offer", "sku", "runOutputName")
+    shown = {k: data[k] for k in keys if k in data}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or type(spec).__name__

@@ -1,0 +1,165 @@
+"""The contracts providers implement. All I/O is async.
+
+Plugins register *classes* (see :mod:`aib_sdk.plugins.hookspecs`). Each class carries a ``type_name`` (the
+AIB ``type`` it handles, the discriminator value in templates) and a ``spec_model`` (the pydantic model of one
+template entry of that type). Classes are instantiated with no arguments; everything a call needs comes in its
+:class:`~aib_sdk.context.RunContext`.
+
+Several implementations may share one ``type_name`` (AIB's ``VHD`` goes to a file, S3 or Azure): the Builder
+asks each candidate's ``claims(spec, config)`` in plugin order and uses the first that says yes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from aib_sdk.artifacts import Artifact, CommandResult, DiskImage, OsType, RunOutput
+
+if TYPE_CHECKING:
+    from aib_sdk.config import Config
+    from aib_sdk.context import RunContext, StepContext
+
+OutputHandler = Callable[[str, str], None]
+"""Receives ``(stream, line)`` for each line a command prints; stream is ``"stdout"`` or ``"stderr"``."""
+
+ProgressHandler = Callable[[int, int | None], None]
+"""Receives ``(bytes_done, bytes_total)`` as a transfer advances."""
+
+
+@runtime_checkable
+class Communicator(Protocol):
+    """A connection to a running guest (SSH, WinRM, …)."""
+
+    name: ClassVar[str]
+    os_type: OsType
+
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        on_output: OutputHandler | None = None,
+    ) -> CommandResult:
+        """Run ``command`` in a new session; stream its lines to ``on_output``; return its exit code.
+
+        Raises :class:`~aib_sdk.errors.CommandTimeout` past ``timeout`` (the command is then terminated) and
+        :class:`~aib_sdk.errors.CommunicatorError` when the connection fails. A connection lost because the guest
+        rebooted is not an error: the result has ``exit_code`` -1 and the next call reconnects.
+        """
+        ...
+
+    async def upload(self, local: Path, remote: str, *, on_progress: ProgressHandler | None = None) -> None:
+        """Copy a local file to ``remote`` on the guest, streaming it."""
+        ...
+
+    async def download(self, remote: str, local: Path) -> None:
+        """Copy a guest file to ``local``."""
+        ...
+
+    async def boot_id(self) -> str:
+        """An id that changes on every boot of the guest (Linux: /proc/sys/kernel/random/boot_id)."""
+        ...
+
+    async def wait_rebooted(self, previous_boot_id: str, timeout: float) -> None:
+        """Reconnect after a reboot and check that the boot id changed; raise on timeout."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        ...
+
+
+@dataclass(frozen=True)
+class VmRequest:
+    """What the template asks of the build VM (``vmProfile`` and ``additionalDataDisks``)."""
+
+    vm_size: str = ""
+    os_disk_size_gb: int = 0
+    data_disk_sizes_gb: tuple[int, ...] = ()
+    os_type: OsType = "Linux"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Machine(Protocol):
+    """A running build VM. Yielded by :meth:`BuildHost.start`; leaving that context destroys the VM."""
+
+    communicator: Communicator
+
+    async def shutdown(self) -> None:
+        """Power the guest off cleanly and wait until it has stopped."""
+        ...
+
+    async def capture(self, ctx: RunContext) -> Artifact:
+        """After :meth:`shutdown`, turn the VM's disk into a standalone :class:`Artifact`."""
+        ...
+
+    def keep(self) -> str:
+        """Leave the VM running past the context (``errorHandling: abort``); return how to reach it."""
+        ...
+
+
+class BuildHost(Protocol):
+    """Boots build VMs: QEMU locally, a cloud VM elsewhere."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def available(cls, config: Config) -> bool:
+        """Whether this host can run here (binaries present, credentials configured)."""
+        ...
+
+    def start(
+        self, image: DiskImage, vm: VmRequest, ctx: RunContext
+    ) -> AbstractAsyncContextManager[Machine]:
+        """Boot ``image`` (never modifying it) and yield a ready :class:`Machine`."""
+        ...
+
+
+class Source(Protocol):
+    """Resolves a template's ``source`` into a local bootable :class:`DiskImage`."""
+
+    type_name: ClassVar[str]
+    spec_model: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def claims(cls, spec: BaseModel, config: Config) -> bool:
+        """Whether this implementation handles ``spec`` (e.g. PlatformImage with publisher Debian)."""
+        ...
+
+    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
+        """Download, build or look up the base image; record ``exact_version``."""
+        ...
+
+
+class Customizer(Protocol):
+    """One step type of ``customize[]`` (and of ``validate.inVMValidations[]`` when ``validator_model`` is set)."""
+
+    type_name: ClassVar[str]
+    spec_model: ClassVar[type[BaseModel]]
+    validator_model: ClassVar[type[BaseModel] | None]
+
+    async def run(self, spec: BaseModel, step: StepContext) -> None:
+        """Run the step on ``step.communicator``; raise :class:`~aib_sdk.errors.StepError` on failure."""
+        ...
+
+
+class Distributor(Protocol):
+    """Publishes an :class:`Artifact` to one ``distribute[]`` target."""
+
+    type_name: ClassVar[str]
+    spec_model: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def claims(cls, spec: BaseModel, config: Config) -> bool:
+        """Whether this implementation handles the target (decided by its id or URI)."""
+        ...
+
+    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
+        """Publish atomically: on failure or cancellation leave nothing half-written behind."""
+        ...

@@ -1,0 +1,1 @@
+"""Core fixtures: isolated plugin managers, event recorders, fake build hosts."""
