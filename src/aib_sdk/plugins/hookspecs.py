@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -51,3 +51,12 @@ def aib_register_customizers() -> list[type[Customizer]]:
 def aib_register_distributors() -> list[type[Distributor]]:
     """Distributors; several may share a ``type_name`` and are told apart by ``claims``."""
     return []
+
+
+@hookspec
+def aib_add_cli_commands(subparsers: Any) -> None:
+    """Add subcommands to the ``aib`` CLI (an ``argparse`` sub-parsers object).
+
+    A command's parser must set ``func`` (``set_defaults(func=...)``) to a callable taking the parsed
+    ``argparse.Namespace`` and returning an exit code; it may be a coroutine function (run with anyio).
+    """
