@@ -9,7 +9,7 @@ SYSTEM_STAMP := .venv/.system-stamp
 
 .PHONY: setup system-deps demo test test-fast bench lint clean
 
-$(SYSTEM_STAMP): ci/apt-packages.txt $(wildcard providers/*/apt-packages.txt) $(wildcard providers/*/npm-packages.txt)
+$(SYSTEM_STAMP): ci/apt-packages.txt $(wildcard providers/*/apt-packages*.txt) $(wildcard providers/*/npm-packages.txt)
 	bash ci/install-system-deps
 	@mkdir -p $(VENV) && touch $@
 

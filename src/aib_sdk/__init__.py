@@ -41,7 +41,23 @@ _EXPORTS = {
     "hookimpl": "aib_sdk.plugins",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AibError",
+    "Artifact",
+    "BuildError",
+    "BuildOptions",
+    "BuildResult",
+    "Builder",
+    "CommandResult",
+    "Config",
+    "DiskImage",
+    "LastRunStatus",
+    "PluginManager",
+    "RunOutput",
+    "TemplateError",
+    "UsageError",
+    "hookimpl",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -79,7 +79,7 @@ class RunContext:
         self.emit(Warning(message=message))
 
     def log(self, source: str, line: str, stream: str = "info") -> None:
-        self.emit(LogLine(source=source, line=line, stream=stream))  # type: ignore[arg-type]
+        self.emit(LogLine(source=source, line=line, stream=stream))
 
     def progress(
         self,
@@ -111,7 +111,7 @@ class StepContext:
 
     def log(self, line: str, stream: str = "stdout") -> None:
         self.tail.append(line)
-        self.run.emit(LogLine(source=self.name, line=line, stream=stream))  # type: ignore[arg-type]
+        self.run.emit(LogLine(source=self.name, line=line, stream=stream))
 
     @property
     def on_output(self) -> OutputHandler:

@@ -101,7 +101,7 @@ class TargetStatus(_Event):
     artifact_uri: str | None = None
 
 
-class Warning(_Event):  # noqa: A001 - the event's name in the stream
+class Warning(_Event):
     kind: Literal["warning"] = "warning"
     message: str
 

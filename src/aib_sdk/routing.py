@@ -48,7 +48,8 @@ class ArmId:
 
     def __str__(self) -> str:
         tail = "/".join(f"{k}/{v}" for k, v in self.segments)
-        return f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/{self.namespace}/{tail}"
+        head = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+        return f"{head}/providers/{self.namespace}/{tail}"
 
 
 def parse_arm_id(value: str) -> ArmId | None:

@@ -77,7 +77,7 @@ class PluginManager:
 
     def plugin_names(self) -> list[str]:
         self._load_entry_points()
-        return [name for name, _ in self._pm.list_name_plugin()]
+        return [name for name, plugin in self._pm.list_name_plugin() if plugin is not None]
 
     @property
     def registry(self) -> Registry:
