@@ -7,10 +7,52 @@ field is a one-value ``Literal``: the discriminator of its union, which provider
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from aib_sdk.models.placeholders import is_unresolved
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9-_.]{1,64}$")
+_SHA256 = re.compile(r"^[0-9A-Fa-f]{64}$")
+_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+
+
+def rule_error(field: str, message: str) -> PydanticCustomError:
+    """A broken AIB rule, reported at ``field`` (a camelCase name) of the model being validated."""
+    return PydanticCustomError("aib_rule", message, {"field": field})
+
+
+def _check_name(value: str) -> str:
+    if not is_unresolved(value) and not NAME_PATTERN.match(value):
+        raise PydanticCustomError(
+            "aib_pattern", "must match ^[A-Za-z0-9-_.]{1,64}$ (letters, digits, '-', '_', '.'; at most 64)"
+        )
+    return value
+
+
+def _check_sha256(value: str) -> str:
+    if value and not is_unresolved(value) and not _SHA256.match(value):
+        raise PydanticCustomError("aib_pattern", "sha256Checksum must be 64 hexadecimal digits (or empty)")
+    return value
+
+
+def _check_duration(value: str) -> str:
+    if value and not is_unresolved(value) and not _DURATION.match(value):
+        raise PydanticCustomError("aib_pattern", "must be a duration such as 5m, 90s or 1h30m")
+    return value
+
+
+def _set(value: Any) -> bool:
+    return value is not None and value != "" and value != []
+
+
+RunOutputName = Annotated[str, AfterValidator(_check_name)]
+Sha256 = Annotated[str, AfterValidator(_check_sha256)]
+Duration = Annotated[str, AfterValidator(_check_duration)]
 
 
 class AibModel(BaseModel):
@@ -66,8 +108,21 @@ class StepSpec(AibModel):
 
 class ScriptStep(StepSpec):
     script_uri: str | None = None
-    sha256_checksum: str = ""
+    sha256_checksum: Sha256 = ""
     inline: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_script(self) -> Self:
+        has_uri, has_inline = _set(self.script_uri), _set(self.inline)
+        if has_uri and has_inline:
+            raise PydanticCustomError(
+                "aib_no_script", "set only one of scriptUri and inline, not both", {"field": "inline"}
+            )
+        if not has_uri and not has_inline:
+            raise PydanticCustomError(
+                "aib_no_script", "exactly one of scriptUri or inline is required", {"field": "scriptUri"}
+            )
+        return self
 
 
 class ShellCustomizer(ScriptStep):
@@ -80,19 +135,33 @@ class PowerShellCustomizer(ScriptStep):
     run_as_system: bool = False
     valid_exit_codes: list[int] | None = None
 
+    @model_validator(mode="after")
+    def _system_needs_elevated(self) -> Self:
+        if self.run_as_system and not self.run_elevated:
+            raise rule_error("runAsSystem", "runAsSystem requires runElevated: true")
+        return self
+
 
 class FileCustomizer(StepSpec):
     type: Literal["File"]
     source_uri: str | None = None
-    sha256_checksum: str = ""
+    sha256_checksum: Sha256 = ""
     destination: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_source_and_destination(self) -> Self:
+        if not _set(self.source_uri):
+            raise rule_error("sourceUri", "File needs sourceUri (the file to copy)")
+        if not _set(self.destination):
+            raise rule_error("destination", "File needs destination (the full path in the VM)")
+        return self
 
 
 class WindowsRestartCustomizer(StepSpec):
     type: Literal["WindowsRestart"]
     restart_command: str | None = None
     restart_check_command: str | None = None
-    restart_timeout: str | None = None
+    restart_timeout: Duration | None = None
 
 
 class WindowsUpdateCustomizer(StepSpec):
@@ -108,7 +177,7 @@ class WindowsUpdateCustomizer(StepSpec):
 class DistributorSpec(AibModel):
     """Common fields of a distribution target."""
 
-    run_output_name: str
+    run_output_name: RunOutputName
     artifact_tags: dict[str, str] | None = None
 
 
@@ -146,6 +215,20 @@ class SharedImageDistributor(DistributorSpec):
     versioning: Versioning | None = None
     replication_mode: Literal["Full", "Shallow"] | None = None
 
+    @model_validator(mode="after")
+    def _regions(self) -> Self:
+        if self.target_regions is not None and self.replication_regions is not None:
+            raise rule_error(
+                "replicationRegions",
+                "targetRegions and replicationRegions are mutually exclusive (replicationRegions is deprecated)",
+            )
+        if self.storage_account_type is not None and self.replication_regions is None:
+            raise rule_error(
+                "storageAccountType",
+                "storageAccountType is only allowed with replicationRegions (use targetRegions[].storageAccountType)",
+            )
+        return self
+
 
 class VhdDistributor(DistributorSpec):
     type: Literal["VHD"]
@@ -168,6 +251,17 @@ class VnetConfig(AibModel):
     subnet_id: str | None = None
     container_instance_subnet_id: str | None = None
     proxy_vm_size: str | None = None
+
+    @model_validator(mode="after")
+    def _isolated(self) -> Self:
+        if _set(self.container_instance_subnet_id):
+            if not _set(self.subnet_id):
+                raise rule_error("containerInstanceSubnetId", "containerInstanceSubnetId requires subnetId")
+            if _set(self.proxy_vm_size):
+                raise rule_error(
+                    "proxyVmSize", "proxyVmSize must not be set with containerInstanceSubnetId (no proxy VM is used)"
+                )
+        return self
 
 
 class VmProfile(AibModel):
@@ -193,7 +287,7 @@ class VmBoot(AibModel):
 class WorkloadOptimization(AibModel):
     state: Literal["Enabled", "Disabled"] = "Enabled"
     script_uri: str | None = None
-    sha256_checksum: str = ""
+    sha256_checksum: Sha256 = ""
 
 
 class Optimize(AibModel):
