@@ -1,1 +1,65 @@
-"""Core fixtures: isolated plugin managers, event recorders, fake build hosts."""
+"""Core fixtures: isolated plugin managers with the fakes, event recorders, an isolated ``AIB_HOME``.
+
+- ``aib_fakes`` — the :class:`~aib_sdk.testing.fakes.FakePlugin` of this test (its ``world`` records everything);
+- ``aib_plugins`` — a :class:`PluginManager` with the built-ins and ``aib_fakes``, no entry points;
+- ``aib_register`` — ``aib_register(plugin)`` adds a (third-party) plugin to ``aib_plugins``;
+- ``aib_events`` — an :class:`~aib_sdk.testing.recorder.EventRecorder`;
+- ``aib_home`` — ``AIB_HOME``/``AIB_CACHE`` under ``tmp_path`` (environment patched for this test); returns a
+  :class:`Config` reading that environment.
+
+Nothing here is autouse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from aib_sdk.config import Config
+from aib_sdk.plugins.manager import PluginManager
+from aib_sdk.testing.fakes import FakePlugin, fake_plugin
+from aib_sdk.testing.recorder import EventRecorder
+
+__all__ = ["aib_events", "aib_fakes", "aib_home", "aib_plugins", "aib_register"]
+
+
+@pytest.fixture
+def aib_fakes() -> FakePlugin:
+    """The fake source ``FakeImage``, build host ``fake``, step ``FakeStep`` and target ``FakeTarget``."""
+    return fake_plugin()
+
+
+@pytest.fixture
+def aib_plugins(aib_fakes: FakePlugin) -> PluginManager:
+    """An isolated plugin manager: built-ins plus the fakes; installed entry points are not loaded."""
+    return PluginManager(entry_points=False, plugins=[aib_fakes], disabled=())
+
+
+@pytest.fixture
+def aib_register(aib_plugins: PluginManager) -> Callable[..., None]:
+    """Register a plugin (an object or module with ``@hookimpl`` functions) into ``aib_plugins``."""
+
+    def register(plugin: object, name: str | None = None) -> None:
+        aib_plugins.register(plugin, name=name)
+
+    return register
+
+
+@pytest.fixture
+def aib_events() -> EventRecorder:
+    """An event sink recording every event (pass as ``BuildOptions(on_event=aib_events)``)."""
+    return EventRecorder()
+
+
+@pytest.fixture
+def aib_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """``AIB_HOME`` and ``AIB_CACHE`` under ``tmp_path`` for this test; a :class:`Config` seeing them."""
+    home, cache = tmp_path / "aib-home", tmp_path / "aib-cache"
+    home.mkdir()
+    cache.mkdir()
+    monkeypatch.setenv("AIB_HOME", str(home))
+    monkeypatch.setenv("AIB_CACHE", str(cache))
+    monkeypatch.delenv("AIB_CONFIG", raising=False)
+    return Config({})

@@ -1,0 +1,219 @@
+"""Everything decided before a run starts: the template read and checked, its name, and each entry's provider.
+
+Any problem here is the caller's (:class:`TemplateError`/:class:`UsageError`) and is raised before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import BaseModel
+
+from aib_sdk.config import Config
+from aib_sdk.errors import Issue, TemplateError, UsageError
+from aib_sdk.models.loader import LoadedTemplate, Unresolved, load_template
+from aib_sdk.options import BuildOptions
+from aib_sdk.plugins.manager import PluginManager
+from aib_sdk.plugins.registry import type_name_of
+from aib_sdk.protocols import BuildHost, Customizer, Distributor, Source
+
+TemplateInput = str | Path | Mapping[str, Any] | LoadedTemplate
+DEFAULT_TIMEOUT_MINUTES = 240
+
+
+@dataclass
+class StepPlan:
+    """One customizer or validator entry and the class that runs it."""
+
+    spec: BaseModel
+    type_name: str
+    runner: type[Customizer]
+
+
+@dataclass
+class TargetPlan:
+    """One distribution target and the distributor that publishes it."""
+
+    spec: BaseModel
+    type_name: str
+    run_output_name: str
+    distributor: type[Distributor]
+
+
+@dataclass
+class Plan:
+    """A run, fully decided."""
+
+    loaded: LoadedTemplate
+    name: str
+    config: Config
+    plugins: PluginManager
+    base_directory: Path | None
+    source_spec: BaseModel
+    source: type[Source]
+    host: type[BuildHost]
+    steps: list[StepPlan] = field(default_factory=list)
+    validations: list[StepPlan] = field(default_factory=list)
+    targets: list[TargetPlan] = field(default_factory=list)
+    timeout: float = DEFAULT_TIMEOUT_MINUTES * 60.0
+    timeout_text: str = ""
+
+    @property
+    def digest(self) -> str:
+        return self.loaded.digest
+
+    @property
+    def source_validation_only(self) -> bool:
+        validation = self.loaded.properties.validation
+        return bool(validation and validation.source_validation_only)
+
+    @property
+    def continue_distribute_on_failure(self) -> bool:
+        validation = self.loaded.properties.validation
+        return bool(validation and validation.continue_distribute_on_failure)
+
+    @property
+    def on_customizer_error(self) -> str:
+        handling = self.loaded.properties.error_handling
+        return handling.on_customizer_error if handling else "cleanup"
+
+    @property
+    def on_validation_error(self) -> str:
+        handling = self.loaded.properties.error_handling
+        return handling.on_validation_error if handling else "cleanup"
+
+
+def source_override(value: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any] | None:
+    """``--source``: a JSON spec (mapping or JSON text) as is, or a disk path as a ``DiskImage`` spec."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    text = str(value).strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"--source is not valid JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise UsageError("--source must be a JSON object or a disk path")
+        return parsed
+    if "://" in text:
+        return {"type": "DiskImage", "uri": text}
+    return {"type": "DiskImage", "uri": Path(text).expanduser().resolve().as_uri()}
+
+
+class MissingParamsError(UsageError):
+    """A run needs parameters the caller did not give; ``names`` lists every one of them."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
+
+
+def missing_params_error(unresolved: list[Unresolved]) -> MissingParamsError:
+    """One error naming every ``--param NAME=VALUE`` still needed (and expressions that cannot be evaluated)."""
+    names: dict[str, list[str]] = {}
+    opaque: list[Unresolved] = []
+    for item in unresolved:
+        if item.kind == "placeholder" or item.names:
+            for name in item.names or [item.text]:
+                key = next((k for k in names if k.lower() == name.lower()), name)
+                names.setdefault(key, []).append(item.path)
+        else:
+            opaque.append(item)
+    lines: list[str] = []
+    if names:
+        lines.append(f"missing {len(names)} parameter(s); pass them with --param NAME=VALUE:")
+        lines += [f"  --param {name}=VALUE   (used at {', '.join(paths)})" for name, paths in names.items()]
+    if opaque:
+        lines.append("expressions that cannot be evaluated locally (replace them or pass the values):")
+        lines += [f"  {item.path}: {item.text}" for item in opaque]
+    return MissingParamsError("\n".join(lines), list(names))
+
+
+async def read_template_file(path: Path) -> Any:
+    """Read and parse a JSON template file (worker thread)."""
+    try:
+        text = await anyio.Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise UsageError(f"cannot read template {path}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TemplateError([Issue("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from exc
+
+
+async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
+    """Read, check and route ``template``; raise :class:`TemplateError`/:class:`UsageError` on any problem."""
+    config = options.config
+    if config is None:
+        config = await anyio.to_thread.run_sync(_load_config)
+    plugins = options.plugins or PluginManager()
+    await anyio.to_thread.run_sync(lambda: plugins.registry)  # loads entry points off the event loop
+    file: Path | None = None
+    if isinstance(template, LoadedTemplate):
+        loaded = template
+    else:
+        if isinstance(template, str | Path):
+            file = Path(template).expanduser()
+            doc: Any = await read_template_file(file)
+        else:
+            doc = dict(template)
+        loaded = load_template(
+            doc,
+            plugins=plugins,
+            params=options.params,
+            resource=options.resource,
+            profile=options.profile,
+            source=source_override(options.source),
+        )
+    unresolved = loaded.unresolved_used()
+    if unresolved:
+        raise missing_params_error(unresolved)
+    name = loaded.name or options.template_name or (file.stem if file else None) or "template"
+    base = options.base_directory or (file.resolve().parent if file else None)
+    props = loaded.properties
+    plan = Plan(
+        loaded=loaded,
+        name=name,
+        config=config,
+        plugins=plugins,
+        base_directory=base,
+        source_spec=props.source,
+        source=plugins.source_for(props.source, config),
+        host=plugins.build_host(options.build_host, config),
+    )
+    plan.steps = [_step(plugins, spec) for spec in props.customize or []]
+    validation = props.validation
+    plan.validations = [_step(plugins, spec) for spec in (validation.in_vm_validations or [])] if validation else []
+    if not plan.source_validation_only:
+        plan.targets = [
+            TargetPlan(spec, type_name_of(type(spec)), _output_name(spec), plugins.distributor_for(spec, config))
+            for spec in props.distribute
+        ]
+    if options.timeout is not None:
+        if options.timeout <= 0:
+            raise UsageError("timeout must be positive")
+        plan.timeout, plan.timeout_text = float(options.timeout), f"{options.timeout:g}s (--timeout)"
+    else:
+        minutes = props.build_timeout_in_minutes or DEFAULT_TIMEOUT_MINUTES
+        plan.timeout, plan.timeout_text = minutes * 60.0, f"{minutes} minutes (buildTimeoutInMinutes)"
+    return plan
+
+
+def _load_config() -> Config:
+    return Config.load()
+
+
+def _step(plugins: PluginManager, spec: BaseModel) -> StepPlan:
+    name = type_name_of(type(spec))
+    return StepPlan(spec, name, plugins.customizer(name))
+
+
+def _output_name(spec: BaseModel) -> str:
+    value = getattr(spec, "run_output_name", None)
+    return value if isinstance(value, str) else type_name_of(type(spec))
