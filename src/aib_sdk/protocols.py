@@ -143,6 +143,9 @@ class Customizer(Protocol):
     type_name: ClassVar[str]
     spec_model: ClassVar[type[BaseModel]]
     validator_model: ClassVar[type[BaseModel] | None]
+    # Optional class attributes, read with getattr: ``os_types`` (tuple of OsType the step runs on; absent means
+    # any) and ``hidden`` (True for the Builder's implicit last step, e.g. deprovisioning, which is not a template
+    # type and is picked by ``os_types``).
 
     async def run(self, spec: BaseModel, step: StepContext) -> None:
         """Run the step on ``step.communicator``; raise :class:`~aib_sdk.errors.StepError` on failure."""

@@ -35,6 +35,7 @@ class LinuxDeprovision:
     spec_model: ClassVar[type[BaseModel]] = DeprovisionSpec
     validator_model: ClassVar[type[BaseModel] | None] = None
     os_types: ClassVar[tuple[str, ...]] = ("Linux",)
+    hidden: ClassVar[bool] = True
 
     async def run(self, spec: BaseModel, step: StepContext) -> None:
         result = await step.communicator.run("sudo sh /tmp/DeprovisionScript.sh", on_output=step.on_output)
@@ -90,6 +91,7 @@ class WindowsDeprovision:
     spec_model: ClassVar[type[BaseModel]] = WindowsDeprovisionSpec
     validator_model: ClassVar[type[BaseModel] | None] = None
     os_types: ClassVar[tuple[str, ...]] = ("Windows",)
+    hidden: ClassVar[bool] = True
 
     async def run(self, spec: BaseModel, step: StepContext) -> None:
         await step.communicator.run("Sysprep.exe /oobe /generalize /quiet /quit", on_output=step.on_output)

@@ -380,10 +380,10 @@ class Execution:
         return error
 
     def _deprovisioner(self, os_type: str) -> type[Customizer] | None:
-        """The hidden last step for ``os_type``: a customizer whose name contains ``Deprovision`` (``Deprovision``,
-        ``WindowsDeprovision`` …) and whose ``os_types`` (a class attribute; absent: every OS) has the guest's OS."""
-        for name, runner in self.plan.plugins.registry.customizers.items():
-            if DEPROVISION_TYPE in name and os_type in getattr(runner, "os_types", (os_type,)):
+        """The hidden last step for ``os_type``: a customizer marked ``hidden`` whose ``os_types`` (a class
+        attribute; absent: every OS) has the guest's OS (``Deprovision``, ``WindowsDeprovision`` …)."""
+        for runner in self.plan.plugins.registry.customizers.values():
+            if getattr(runner, "hidden", False) and os_type in getattr(runner, "os_types", (os_type,)):
                 return runner
         return None
 

@@ -91,6 +91,11 @@ class PluginManager:
             self._registry = self._collect()
         return self._registry
 
+    def add_cli_commands(self, subparsers: Any) -> None:
+        """Let every plugin add its ``aib`` subcommands (hook ``aib_add_cli_commands``) to ``subparsers``."""
+        self._load_entry_points()
+        self._pm.hook.aib_add_cli_commands(subparsers=subparsers)
+
     def _calls(self, hook: Any) -> Iterable[tuple[str, list[Any]]]:
         # Call each plugin's implementation separately so every registered class knows its plugin.
         for impl in reversed(hook.get_hookimpls()):
@@ -118,6 +123,8 @@ class PluginManager:
         for plugin, steps in self._calls(hook.aib_register_customizers):
             for step in steps:
                 reg.add_named(reg.customizers, "customizer", step, step.type_name, plugin)
+                if getattr(step, "hidden", False):
+                    continue  # the Builder's own last step (deprovision), not a template type
                 reg.add_spec_model("customizer", step.spec_model, plugin)
                 if step.validator_model is not None:
                     reg.add_spec_model("validator", step.validator_model, plugin)
