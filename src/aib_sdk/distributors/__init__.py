@@ -7,4 +7,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aib_sdk.protocols import Distributor
 
-DISTRIBUTORS: list[type[Distributor]] = []
+from aib_sdk.distributors.files import DiskFileDistributor, LocalVhdDistributor
+
+DISTRIBUTORS: list[type[Distributor]] = [DiskFileDistributor, LocalVhdDistributor]

@@ -1,0 +1,143 @@
+"""Local disk outputs built into the core: ``DiskFile`` (any format) and AIB's ``VHD`` to a ``file://`` URI.
+
+Both publish atomically: the disk is written to a hidden temporary file in the destination folder, fsynced,
+renamed into place and the folder fsynced; on failure or cancellation the temporary file is removed. An existing
+file at the destination is replaced atomically (readers see the old disk or the new one, never a mix).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel
+
+from aib_sdk import disks
+from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.errors import DistributeError, UsageError
+from aib_sdk.models import specs
+from aib_sdk.routing import local_file_path, uri_scheme
+
+if TYPE_CHECKING:
+    from aib_sdk.config import Config
+    from aib_sdk.context import RunContext
+
+# DiskFile (format, compression) → the cached conversion it needs.
+_DISKFILE_TARGETS: dict[tuple[str, str], disks.OutputFormat] = {
+    ("qcow2", "none"): "qcow2",
+    ("qcow2", "zstd"): "qcow2-zstd",
+    ("qcow2", "zlib"): "qcow2-zlib",
+    ("raw", "none"): "raw",
+    ("vpc", "none"): "vhd-dynamic",
+    ("vmdk", "none"): "vmdk",
+}
+
+
+def _destination(uri: str) -> Path:
+    """The local path of a ``file://`` target; refuses relative paths, ``..`` and directory-looking URIs."""
+    path = local_file_path(uri)
+    if uri.endswith("/") or path == Path("/"):
+        raise UsageError(f"file URI must name a file, not a folder: {uri!r}")
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def publish_file(source: Path, destination: Path, ctx: RunContext, *, target: str) -> None:
+    """Copy ``source`` to ``destination`` atomically (sparse copy, fsync, rename, fsync of the folder)."""
+    folder = destination.parent
+    try:
+        await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DistributeError(f"{target}: cannot create folder {folder}: {exc}") from exc
+    if await anyio.Path(destination).is_dir():
+        raise DistributeError(f"{target}: destination {destination} is a folder")
+    tmp = folder / f".{destination.name}.{secrets.token_hex(4)}.part"
+
+    def progress(done: int, total: int | None) -> None:
+        ctx.progress("copy", destination.name, done, total, target=target)
+
+    try:
+        await disks.copy_sparse(source, tmp, on_progress=progress)
+        await anyio.Path(tmp).rename(destination)
+        await anyio.to_thread.run_sync(_fsync_dir, folder)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await anyio.Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DistributeError(f"{target}: cannot write {destination}: {exc}") from exc
+        raise
+
+
+class DiskFileDistributor:
+    """``DiskFile``: the captured disk as a local file in qcow2 (optionally compressed), raw, VHD or VMDK.
+
+    ``format: vpc`` writes a dynamic VHD (use AIB's ``VHD`` type for Azure's fixed VHD).
+    """
+
+    type_name: ClassVar[str] = "DiskFile"
+    spec_model: ClassVar[type[BaseModel]] = specs.DiskFileDistributor
+
+    @classmethod
+    def claims(cls, spec: BaseModel, config: Config) -> bool:
+        """Claims ``file://`` URIs; raises :class:`UsageError` for one that is relative or holds ``..``."""
+        if not isinstance(spec, specs.DiskFileDistributor) or uri_scheme(spec.uri) != "file":
+            return False
+        _destination(spec.uri)
+        return True
+
+    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
+        assert isinstance(spec, specs.DiskFileDistributor)
+        name = spec.run_output_name
+        target = _DISKFILE_TARGETS.get((spec.format, spec.compression))
+        if target is None:
+            raise UsageError(f"{name}: compression {spec.compression} applies to format qcow2 only, not {spec.format}")
+        destination = _destination(spec.uri)
+        source = await disks.converted(artifact, target, ctx, target_name=name)
+        await publish_file(source, destination, ctx, target=name)
+        return RunOutput(run_output_name=name, artifact_uri=destination.as_uri())
+
+
+class LocalVhdDistributor:
+    """AIB's ``VHD`` written to a local file: a fixed VHD whose size is a whole MiB, as Azure requires.
+
+    With no ``uri`` the VHD goes to ``<run staging directory>/<runOutputName>.vhd``.
+    """
+
+    type_name: ClassVar[str] = "VHD"
+    spec_model: ClassVar[type[BaseModel]] = specs.VhdDistributor
+
+    @classmethod
+    def claims(cls, spec: BaseModel, config: Config) -> bool:
+        """Claims a missing ``uri`` and ``file://`` URIs; raises :class:`UsageError` for unsafe file URIs."""
+        if not isinstance(spec, specs.VhdDistributor):
+            return False
+        if spec.uri is None:
+            return True
+        if uri_scheme(spec.uri) != "file":
+            return False
+        _destination(spec.uri)
+        return True
+
+    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
+        assert isinstance(spec, specs.VhdDistributor)
+        name = spec.run_output_name
+        if spec.uri is not None:
+            destination = _destination(spec.uri)
+        else:
+            if not name or "/" in name or "\\" in name or name in (".", ".."):
+                raise UsageError(f"runOutputName {name!r} cannot name a file")
+            destination = ctx.staging.run_directory / f"{name}.vhd"
+        source = await disks.converted(artifact, "vhd", ctx, target_name=name)
+        await publish_file(source, destination, ctx, target=name)
+        return RunOutput(run_output_name=name, artifact_uri=destination.as_uri())
