@@ -38,7 +38,7 @@ bench: setup
 lint: setup
 	$(BIN)/ruff check src providers tests benchmarks examples
 	$(BIN)/ruff format --check src providers tests benchmarks examples
-	$(BIN)/mypy src $(foreach p,$(PROVIDERS),$(p)src)
+	MYPYPATH=$$(ls -d src providers/*/src | paste -sd:) $(BIN)/mypy -p aib_sdk $(foreach p,$(PROVIDERS),-p $(notdir $(wildcard $(p)src/aib_provider_*)))
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Azure distributors: ``VHD`` (page blob), ``ManagedImage`` and ``SharedImage`` (gallery image version)."""

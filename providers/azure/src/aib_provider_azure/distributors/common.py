@@ -1,0 +1,90 @@
+"""Helpers shared by the Azure distributors: events, staging blob names, the fixed VHD."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from aib_provider_azure.settings import AzureSettings, BlobRef
+from aib_sdk import disks
+from aib_sdk.artifacts import Artifact
+from aib_sdk.context import RunContext
+from aib_sdk.errors import UsageError
+from aib_sdk.events import TargetStatus
+from aib_sdk.protocols import ProgressHandler
+
+TargetState = Literal["Running", "Succeeded", "Failed", "Canceled"]
+
+
+def status(
+    ctx: RunContext,
+    run_output_name: str,
+    type_name: str,
+    state: TargetState,
+    *,
+    region: str | None = None,
+    message: str = "",
+    artifact_id: str | None = None,
+    artifact_uri: str | None = None,
+) -> None:
+    """Emit a :class:`TargetStatus` for the target (``region`` None) or one of its regions."""
+    ctx.emit(
+        TargetStatus(
+            run_output_name=run_output_name,
+            type=type_name,
+            region=region,
+            state=state,
+            message=message,
+            artifact_id=artifact_id,
+            artifact_uri=artifact_uri,
+        )
+    )
+
+
+def upload_progress(ctx: RunContext, run_output_name: str, label: str) -> ProgressHandler:
+    def report(done: int, total: int | None) -> None:
+        ctx.progress("upload", label, done, total, target=run_output_name)
+
+    return report
+
+
+def region_progress(ctx: RunContext, run_output_name: str, label: str) -> Callable[[str, int, int | None], None]:
+    def report(region: str, done: int, total: int | None) -> None:
+        ctx.progress("replicate", label, done, total, target=run_output_name, region=region)
+
+    return report
+
+
+def safe_name(value: str) -> str:
+    """``value`` reduced to characters that are safe in a blob name segment and in metadata."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", value).strip(".-") or "image"
+
+
+def metadata(ctx: RunContext, run_output_name: str) -> dict[str, str]:
+    return {
+        "aibrunid": safe_name(ctx.run_id),
+        "aibtemplate": safe_name(ctx.template_name),
+        "aiboutput": safe_name(run_output_name),
+    }
+
+
+def staging_blob(settings: AzureSettings, ctx: RunContext, run_output_name: str, region: str | None = None) -> BlobRef:
+    """The intermediate VHD of a ManagedImage/SharedImage target.
+
+    It goes to the ``[azure.regions]`` account of ``region`` when there is one (Azure reads the VHD in the image's
+    own region), else to ``[azure] staging_storage_account``.
+    """
+    account_name = settings.regions.get(region.lower()) if region else None
+    account_name = account_name or settings.staging_storage_account
+    if not account_name:
+        raise UsageError("[azure] staging_storage_account is required to publish ManagedImage/SharedImage targets")
+    account = settings.account(account_name)
+    name = f"{safe_name(ctx.template_name)}-{safe_name(ctx.run_id)}/{safe_name(run_output_name)}.vhd"
+    return BlobRef(account, settings.staging_container, name)
+
+
+async def fixed_vhd(artifact: Artifact, ctx: RunContext, run_output_name: str) -> Path:
+    """The artifact as a fixed VHD (1 MiB aligned + footer), converted once per artifact."""
+    return await disks.converted(artifact, "vhd", ctx, target_name=run_output_name)

@@ -1,0 +1,86 @@
+"""AIB's ``ManagedImage`` target on Azure: the VHD goes to the staging account, then ``Microsoft.Compute/images``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import anyio
+from pydantic import BaseModel
+
+from aib_provider_azure.arm import COMPUTE_API
+from aib_provider_azure.distributors.common import fixed_vhd, metadata, staging_blob, upload_progress
+from aib_provider_azure.session import AzureSession
+from aib_provider_azure.settings import AzureSettings
+from aib_provider_azure.upload import discard, upload_page_blob
+from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.config import Config
+from aib_sdk.context import RunContext
+from aib_sdk.errors import ConflictError, UsageError
+from aib_sdk.models.specs import ManagedImageDistributor
+from aib_sdk.routing import is_azure_arm_id, parse_arm_id
+
+
+def image_body(artifact: Artifact, location: str, blob_uri: str, tags: dict[str, str] | None) -> dict[str, Any]:
+    """The ``Microsoft.Compute/images`` PUT body for a generalized OS disk read from ``blob_uri``."""
+    body: dict[str, Any] = {
+        "location": location,
+        "properties": {
+            "hyperVGeneration": artifact.hyper_v_generation,
+            "storageProfile": {
+                "osDisk": {"osType": artifact.os_type, "osState": "Generalized", "blobUri": blob_uri},
+            },
+        },
+    }
+    if tags:
+        body["tags"] = dict(tags)
+    return body
+
+
+class AzureManagedImage:
+    """Publishes a managed image at ``imageId`` (any non-local ARM id) in ``location``."""
+
+    type_name: ClassVar[str] = "ManagedImage"
+    spec_model: ClassVar[type[BaseModel]] = ManagedImageDistributor
+
+    @classmethod
+    def claims(cls, spec: BaseModel, config: Config) -> bool:
+        return is_azure_arm_id(getattr(spec, "image_id", None))
+
+    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
+        assert isinstance(spec, ManagedImageDistributor)
+        name = spec.run_output_name
+        arm_id = parse_arm_id(spec.image_id)
+        if (
+            arm_id is None
+            or arm_id.namespace.lower() != "microsoft.compute"
+            or [k.lower() for k, _ in arm_id.segments] != ["images"]
+        ):
+            raise UsageError(f"{name}: imageId must be …/providers/Microsoft.Compute/images/<name>: {spec.image_id!r}")
+        settings = AzureSettings.from_config(ctx.config)
+        blob = staging_blob(settings, ctx, name, spec.location)
+        vhd = await fixed_vhd(artifact, ctx, name)
+        async with AzureSession(settings, ctx.options.credential) as session:
+            if await session.arm.get(spec.image_id, COMPUTE_API) is not None:
+                raise ConflictError(f"ManagedImage {name}: {spec.image_id} already exists")
+            try:
+                await upload_page_blob(
+                    session.blob,
+                    vhd,
+                    blob,
+                    metadata=metadata(ctx, name),
+                    concurrency=settings.upload_concurrency,
+                    on_progress=upload_progress(ctx, name, blob.url),
+                )
+                body = image_body(artifact, spec.location, blob.url, spec.artifact_tags)
+                try:
+                    image = await session.arm.put(spec.image_id, body, COMPUTE_API)
+                except BaseException:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(120):
+                        try:
+                            await session.arm.delete(spec.image_id, COMPUTE_API)
+                        except Exception as exc:
+                            ctx.warn(f"ManagedImage {name}: could not delete the failed image: {exc}")
+                    raise
+            finally:
+                await discard(session.blob, blob)
+        return RunOutput(name, artifact_id=str(image.get("id") or spec.image_id))

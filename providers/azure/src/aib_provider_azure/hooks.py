@@ -1,0 +1,30 @@
+"""The provider's pluggy hooks: Azure distributors (VHD, ManagedImage, SharedImage) and sources, imported lazily."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aib_sdk.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from aib_sdk.protocols import Distributor, Source
+
+
+@hookimpl
+def aib_register_distributors() -> list[type[Distributor]]:
+    from aib_provider_azure.distributors.managed_image import AzureManagedImage
+    from aib_provider_azure.distributors.shared_image import AzureSharedImage
+    from aib_provider_azure.distributors.vhd import AzureVhd
+
+    return [AzureVhd, AzureManagedImage, AzureSharedImage]
+
+
+@hookimpl
+def aib_register_sources() -> list[type[Source]]:
+    from aib_provider_azure.sources import (
+        AzureManagedImageSource,
+        AzurePlatformImageSource,
+        AzureSharedImageVersionSource,
+    )
+
+    return [AzureManagedImageSource, AzureSharedImageVersionSource, AzurePlatformImageSource]

@@ -1,0 +1,1 @@
+"""Test helpers: Azurite runner and the ARM test server (a test server, not Azure)."""

@@ -1,0 +1,131 @@
+"""Sparse-aware page blob upload of a fixed VHD: parallel 4 MiB Put Page calls, all-zero ranges skipped.
+
+The blob is created with ``aibcomplete=false`` and marked ``aibcomplete=true`` (with the image's sha256) only after the
+last page is written. A failed or cancelled upload deletes the blob it created (shielded, bounded).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from aib_provider_azure.blob import BlobService
+from aib_provider_azure.groups import first_error
+from aib_provider_azure.ranges import CHUNK, PAGE, chunks, data_extents, is_zero
+from aib_provider_azure.settings import BlobRef
+from aib_sdk.errors import DistributeError
+from aib_sdk.protocols import ProgressHandler
+
+COMPLETE = "aibcomplete"
+SHA256 = "aibsha256"
+
+
+@dataclass
+class UploadStats:
+    """What an upload did: ranges considered, written and skipped, bytes sent, wall time."""
+
+    size: int = 0
+    total_ranges: int = 0
+    written_ranges: int = 0
+    skipped_ranges: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+
+
+def _read_chunk(fd: int, offset: int, length: int, skip_zero: bool) -> tuple[bytes, str] | None:
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise DistributeError(f"short read at offset {offset}: the file changed during the upload")
+    if skip_zero and is_zero(data):
+        return None
+    return data, base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+async def discard(service: BlobService, blob: BlobRef) -> None:
+    """Delete ``blob`` shielded from cancellation and bounded in time; failures to delete are swallowed."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(60), contextlib.suppress(Exception):
+        await service.delete(blob)
+
+
+async def upload_page_blob(
+    service: BlobService,
+    path: Path,
+    blob: BlobRef,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    sha256: str | None = None,
+    concurrency: int = 8,
+    skip_zero: bool = True,
+    on_progress: ProgressHandler | None = None,
+) -> UploadStats:
+    """Upload ``path`` (a multiple of 512 bytes, e.g. a fixed VHD) as the page blob ``blob``; return statistics.
+
+    ``sha256`` is recorded as ``aibsha256``; when None it is computed while the pages upload.
+    """
+    started = time.monotonic()
+    size = (await anyio.Path(path).stat()).st_size
+    if size == 0 or size % PAGE:
+        raise DistributeError(f"{path.name}: size {size} is not a positive multiple of {PAGE} bytes")
+    stats = UploadStats(size=size)
+    meta = dict(metadata or {})
+    await service.ensure_container(blob.account, blob.container)
+    await service.create_page_blob(blob, size, {**meta, COMPLETE: "false"})
+    fd = await anyio.to_thread.run_sync(os.open, str(path), os.O_RDONLY)
+    digest: list[str] = [sha256] if sha256 else []
+    try:
+        extents = await anyio.to_thread.run_sync(data_extents, fd, size) if skip_zero else [(0, size)]
+        work = list(chunks(extents, size))
+        stats.total_ranges = -(-size // CHUNK)
+        stats.skipped_ranges = stats.total_ranges - len(work)
+        pending = iter(work)
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            for offset, length in pending:
+                chunk = await anyio.to_thread.run_sync(_read_chunk, fd, offset, length, skip_zero)
+                if chunk is None:
+                    stats.skipped_ranges += 1
+                else:
+                    await service.put_page(blob, offset, chunk[0], md5=chunk[1])
+                    stats.written_ranges += 1
+                    stats.bytes_written += length
+                done += length
+                if on_progress:
+                    on_progress(done, size)
+
+        async def hash_file() -> None:
+            digest.append(await anyio.to_thread.run_sync(_sha256, path))
+
+        with first_error():
+            async with anyio.create_task_group() as tg:
+                if not digest:
+                    tg.start_soon(hash_file)
+                for _ in range(max(1, concurrency)):
+                    tg.start_soon(worker)
+        if on_progress:
+            on_progress(size, size)
+        await service.set_metadata(blob, {**meta, SHA256: digest[0], COMPLETE: "true"})
+    except BaseException:
+        await discard(service, blob)
+        raise
+    finally:
+        os.close(fd)
+    stats.seconds = time.monotonic() - started
+    return stats
