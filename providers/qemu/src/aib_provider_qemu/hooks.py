@@ -1,0 +1,37 @@
+"""The qemu provider's plugin hooks: the QEMU build host and its sources."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aib_sdk.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from aib_sdk.protocols import BuildHost, Source
+
+
+@hookimpl
+def aib_register_build_hosts() -> list[type[BuildHost]]:
+    from aib_provider_qemu.host import QemuBuildHost
+
+    return [QemuBuildHost]
+
+
+@hookimpl
+def aib_register_sources() -> list[type[Source]]:
+    from aib_provider_qemu.tiny_source import TinyGuestSource
+
+    sources: list[type[Source]] = [TinyGuestSource]
+    try:
+        from aib_provider_qemu.debian import DebianPlatformSource
+    except ImportError:
+        pass
+    else:
+        sources.append(DebianPlatformSource)
+    try:
+        from aib_provider_qemu.url_source import UrlDiskSource
+    except ImportError:
+        pass
+    else:
+        sources.append(UrlDiskSource)
+    return sources

@@ -1,0 +1,337 @@
+"""``QemuBuildHost``: boots a :class:`DiskImage` in QEMU (TCG, or KVM when a probe shows it works).
+
+The base image is never written: the VM runs on a qcow2 overlay in the run's work directory (grown to
+``osDiskSizeGB``), with ``additionalDataDisks`` as extra qcow2 disks, user-mode networking restricted to the guest
+(``restrict=on``) and one host port on 127.0.0.1 forwarded to the guest's SSH port. ``cloud-init`` images get a
+NoCloud seed with a fresh client key and pinned host keys; ``static`` images use the ``ssh_*`` settings.
+Leaving :meth:`QemuBuildHost.start`'s context stops QEMU and removes every file it made (unless ``keep()``),
+shielded from cancellation and bounded in time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import ClassVar, cast
+
+import anyio
+import anyio.to_thread
+
+from aib_provider_qemu import accel as accel_mod
+from aib_provider_qemu import seed, vmsizes
+from aib_provider_qemu.machine import QemuMachine
+from aib_provider_qemu.settings import QemuSettings
+from aib_sdk import disks
+from aib_sdk.artifacts import DiskImage
+from aib_sdk.communicators.ssh import SshCommunicator
+from aib_sdk.config import Config
+from aib_sdk.context import RunContext
+from aib_sdk.errors import BuildHostError, CommunicatorError
+from aib_sdk.protocols import Communicator, Machine, VmRequest
+
+GIB = 1024**3
+CLEANUP_TIMEOUT = 60.0
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+_ACCEL_CACHE: dict[str, accel_mod.Accel] = {}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _drive_args(
+    interface: str, drive_id: str, file: Path, fmt: str, serial: str, *, readonly: bool = False
+) -> list[str]:
+    drive = f"if=none,id={drive_id},file={file},format={fmt},discard=unmap"
+    if readonly:
+        drive = f"if=none,id={drive_id},file={file},format={fmt},readonly=on"
+    if interface == "nvme":
+        device = f"nvme,drive={drive_id},serial={serial}"
+    elif interface == "scsi":
+        device = f"scsi-hd,drive={drive_id},bus=scsi0.0,serial={serial}"
+    elif interface == "ide":
+        device = f"ide-hd,drive={drive_id},bus=ide.0"
+    else:
+        device = f"virtio-blk-pci,drive={drive_id},serial={serial}"
+    return ["-drive", drive, "-device", device]
+
+
+def qemu_command(
+    *,
+    binary: str,
+    accel: accel_mod.Accel,
+    cpus: int,
+    memory_mib: int,
+    image: DiskImage,
+    overlay: Path,
+    data_disks: list[Path],
+    seed_iso: Path | None,
+    serial_log: Path,
+    qmp_socket: Path,
+    pidfile: Path,
+    port: int,
+    name: str,
+    ovmf_vars: Path | None = None,
+) -> list[str]:
+    """The QEMU command line of a build VM (daemonized; serial to a file; QMP on a unix socket)."""
+    args = [
+        binary,
+        "-name",
+        name,
+        "-machine",
+        "q35",
+        *accel_mod.accel_args(accel),
+        "-smp",
+        str(cpus),
+        "-m",
+        str(memory_mib),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        f"file:{serial_log}",
+        "-qmp",
+        f"unix:{qmp_socket},server=on,wait=off",
+        "-daemonize",
+        "-pidfile",
+        str(pidfile),
+    ]
+    if image.disk_interface == "scsi":
+        args += ["-device", "virtio-scsi-pci,id=scsi0"]
+    args += _drive_args(image.disk_interface, "os", overlay, "qcow2", "aib-os")
+    for index, disk in enumerate(data_disks):
+        args += _drive_args("virtio", f"data{index}", disk, "qcow2", f"aib-data{index}")
+    if seed_iso is not None:
+        args += _drive_args("virtio", "seed", seed_iso, "raw", "aib-seed", readonly=True)
+    args += [
+        "-nic",
+        f"user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device",
+        "virtio-rng-pci",
+    ]
+    if image.kernel is not None:
+        args += ["-kernel", str(image.kernel.absolute())]
+        if image.initrd is not None:
+            args += ["-initrd", str(image.initrd.absolute())]
+        if image.kernel_args:
+            args += ["-append", image.kernel_args]
+    elif image.hyper_v_generation == "V2" and ovmf_vars is not None:
+        args += [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={ovmf_vars}",
+        ]
+    return args
+
+
+async def choose_accel(settings: QemuSettings, kernel: Path | None) -> accel_mod.Accel:
+    """The accelerator for this host: the setting, or (``auto``) a probe cached per emulator binary."""
+    if settings.accel in ("kvm", "tcg"):
+        return "kvm" if settings.accel == "kvm" else "tcg"
+    cached = _ACCEL_CACHE.get(settings.binary)
+    if cached is None:
+
+        async def test_boot() -> bool:
+            ok: bool = await accel_mod.kvm_test_boot(settings.binary, kernel)
+            return ok
+
+        cached = await accel_mod.probe(test_boot=test_boot)
+        _ACCEL_CACHE[settings.binary] = cached
+    return cached
+
+
+def _read_host_key_setting(value: str) -> list[str]:
+    path = Path(value).expanduser()
+    if len(value) < 4096 and "\n" not in value and path.is_file():
+        return [path.read_text()]
+    return [value]
+
+
+def _check_protocols() -> None:  # static conformance checks for mypy
+    _c: type[Communicator] = SshCommunicator
+
+
+class QemuBuildHost:
+    """Builds in a local QEMU VM (``name = "qemu"``)."""
+
+    name: ClassVar[str] = "qemu"
+
+    @classmethod
+    def available(cls, config: Config) -> bool:
+        return shutil.which(QemuSettings.from_config(config).binary) is not None
+
+    def start(self, image: DiskImage, vm: VmRequest, ctx: RunContext) -> AbstractAsyncContextManager[Machine]:
+        """Boot ``image`` and yield a ready :class:`QemuMachine`; the VM is gone when the context exits."""
+        return cast("AbstractAsyncContextManager[Machine]", self._run(image, vm, ctx))
+
+    @asynccontextmanager
+    async def _run(self, image: DiskImage, vm: VmRequest, ctx: RunContext) -> AsyncIterator[QemuMachine]:
+        settings = QemuSettings.from_config(ctx.config)
+        if image.os_type != "Linux":
+            raise BuildHostError("the QEMU build host reaches Linux guests over SSH only; Windows needs WinRM")
+        if shutil.which(settings.binary) is None:
+            raise BuildHostError(f"{settings.binary} not found: install qemu-system-x86 (Debian) or QEMU")
+        vm_id = f"vm-{uuid.uuid4().hex[:10]}"
+        directory = (ctx.staging.work / vm_id).absolute()  # QEMU -daemonize runs from /
+        await anyio.Path(directory).mkdir(parents=True, exist_ok=False)
+        socket_dir = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="aib-qemu-")))
+        machine: QemuMachine | None = None
+        try:
+            communicator, seed_iso, client_key, known_hosts = await self._access(image, ctx, settings, directory)
+            machine = QemuMachine(
+                image=image,
+                ctx=ctx,
+                settings=settings,
+                directory=directory,
+                socket_dir=socket_dir,
+                overlay=directory / "os-disk.qcow2",
+                communicator=communicator,
+                client_key_file=client_key,
+                known_hosts_file=known_hosts,
+            )
+            try:
+                async with anyio.create_task_group() as tg:
+                    try:
+                        await self._boot(machine, vm, seed_iso, tg)
+                        yield machine
+                    finally:
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+                            await machine.teardown()
+                        tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The serial follower never fails: surface the caller's (or the boot's) own exception.
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from group.exceptions[0].__cause__
+                raise
+        finally:
+            if machine is None or not machine.kept:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+                    await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
+                    await anyio.to_thread.run_sync(lambda: shutil.rmtree(socket_dir, ignore_errors=True))
+
+    async def _access(
+        self, image: DiskImage, ctx: RunContext, settings: QemuSettings, directory: Path
+    ) -> tuple[SshCommunicator, Path | None, Path | None, Path | None]:
+        """The communicator (with pinned host keys) and, for cloud-init images, the seed that makes it work."""
+        if image.access == "static":
+            if not settings.ssh_user or settings.ssh_private_key is None:
+                raise BuildHostError(
+                    "this image reads no cloud-init seed: set the qemu provider's ssh_user and ssh_private_key "
+                    "(AIB_QEMU_SSH_USER, AIB_QEMU_SSH_PRIVATE_KEY)"
+                )
+            host_keys = _read_host_key_setting(settings.ssh_host_key) if settings.ssh_host_key else []
+            if not host_keys and not ctx.options.trust_on_first_use:
+                raise BuildHostError(
+                    "no pinned SSH host key for this image: set the qemu provider's ssh_host_key "
+                    "(AIB_QEMU_SSH_HOST_KEY) or opt in to trust-on-first-use"
+                )
+            try:
+                comm = SshCommunicator(
+                    username=settings.ssh_user,
+                    client_keys=[settings.ssh_private_key],
+                    host_keys=host_keys,
+                    trust_on_first_use=ctx.options.trust_on_first_use,
+                )
+            except CommunicatorError as exc:
+                raise BuildHostError(str(exc)) from exc
+            return comm, None, None, None
+        keys = await seed.generate_keys()
+        seed_iso = directory / "seed.iso"
+        await seed.write_seed(seed_iso, user=settings.build_user, keys=keys, instance_id=f"aib-{ctx.run_id}")
+        client_key = directory / "id_ed25519"
+        await anyio.Path(client_key).write_bytes(bytes(keys.client.export_private_key("openssh")))
+        await anyio.Path(client_key).chmod(0o600)
+        comm = SshCommunicator(username=settings.build_user, client_keys=[keys.client], host_keys=keys.host_public)
+        return comm, seed_iso, client_key, None
+
+    async def _boot(self, machine: QemuMachine, vm: VmRequest, seed_iso: Path | None, tg: anyio.abc.TaskGroup) -> None:
+        image, ctx, settings = machine.image, machine.ctx, machine.settings
+        base_info = await disks.info(image.path, image.format)
+        size = None
+        if vm.os_disk_size_gb:
+            wanted = vm.os_disk_size_gb * GIB
+            if wanted >= base_info.virtual_size:
+                size = wanted
+            else:
+                ctx.warn(
+                    f"osDiskSizeGB {vm.os_disk_size_gb} is smaller than the source disk "
+                    f"({base_info.virtual_size / GIB:.1f} GiB): the disk keeps its size"
+                )
+        await disks.create_overlay(image.path, image.format, machine.overlay, size=size)
+        data_disks: list[Path] = []
+        for index, gb in enumerate(vm.data_disk_sizes_gb):
+            path = machine.directory / f"data-{index}.qcow2"
+            result = await anyio.run_process(
+                ["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{gb}G"], check=False
+            )
+            if result.returncode != 0:
+                raise BuildHostError(f"cannot create data disk {index}: {result.stderr.decode(errors='replace')}")
+            data_disks.append(path)
+        ovmf_vars = None
+        if image.kernel is None and image.hyper_v_generation == "V2":
+            if not OVMF_CODE.is_file():
+                raise BuildHostError("hyperVGeneration V2 needs UEFI firmware: install Debian's ovmf package")
+            ovmf_vars = machine.directory / "OVMF_VARS.fd"
+            await anyio.to_thread.run_sync(shutil.copyfile, OVMF_VARS, ovmf_vars)
+        test_kernel = image.kernel or next(iter(sorted(ctx.cache_dir.glob("tiny-guest/*/vmlinuz"))), None)
+        accel = await choose_accel(settings, test_kernel)
+        shape = vmsizes.shape(
+            vm.vm_size, generation=image.hyper_v_generation, cpus=settings.cpus, memory_mib=settings.memory_mib
+        )
+        caps = [int(image.attributes.get("memory_cap_mib") or 0)]
+        if accel == "tcg":
+            caps.append(settings.tcg_memory_cap_mib)
+        cap = min((c for c in caps if c > 0), default=0)
+        if cap and settings.memory_mib is None and shape.memory_mib > cap:
+            # Under TCG the guest kernel initializes its memory map slowly: every GiB more slows the boot.
+            shape = vmsizes.VmShape(shape.cpus, cap)
+        ctx.log("qemu", f"booting {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB)", "info")
+        pidfile = machine.directory / "qemu.pid"
+        for attempt in range(5):
+            port = free_port()
+            args = qemu_command(
+                binary=settings.binary,
+                accel=accel,
+                cpus=shape.cpus,
+                memory_mib=shape.memory_mib,
+                image=image,
+                overlay=machine.overlay,
+                data_disks=data_disks,
+                seed_iso=seed_iso,
+                serial_log=machine.serial_log,
+                qmp_socket=machine.qmp_socket,
+                pidfile=pidfile,
+                port=port,
+                name=f"aib-{machine.directory.name}",
+                ovmf_vars=ovmf_vars,
+            )
+            result = await anyio.run_process(args, check=False)
+            if result.returncode == 0:
+                break
+            err = result.stderr.decode(errors="replace").strip()
+            if "forward" in err.lower() and attempt < 4:
+                continue
+            raise BuildHostError(f"QEMU failed to start: {err or f'exit code {result.returncode}'}")
+        machine.port = port
+        machine.pid = int((await anyio.Path(pidfile).read_text()).strip())
+        machine.communicator.port = port
+        known = machine.directory / "known_hosts"
+        await anyio.Path(known).write_text(
+            "".join(f"[127.0.0.1]:{port} {key}\n" for key in machine.communicator.pinned_host_keys)
+        )
+        machine.known_hosts_file = known
+        tg.start_soon(machine.follow_serial)
+        await machine.wait_ready(settings.boot_timeout)
+        ctx.log("qemu", f"guest ready on 127.0.0.1:{port}", "info")

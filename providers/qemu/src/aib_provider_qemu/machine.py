@@ -1,0 +1,201 @@
+"""One running build VM: a daemonized QEMU over a qcow2 overlay, its serial console, QMP socket and SSH."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from aib_provider_qemu import process
+from aib_provider_qemu.settings import QemuSettings
+from aib_sdk import disks
+from aib_sdk.artifacts import Artifact, DiskImage
+from aib_sdk.communicators.ssh import HostKeyMismatch, SshCommunicator
+from aib_sdk.context import RunContext
+from aib_sdk.errors import BuildHostError, CommunicatorError
+from aib_sdk.events import LogLine
+
+SERIAL_TAIL = 40
+DEFAULT_POWEROFF = "sudo poweroff"
+
+
+@dataclass
+class QemuMachine:
+    """A build VM. Created and destroyed by :meth:`QemuBuildHost.start`; implements ``Machine``."""
+
+    image: DiskImage
+    ctx: RunContext
+    settings: QemuSettings
+    directory: Path
+    socket_dir: Path
+    overlay: Path
+    communicator: SshCommunicator
+    client_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+    pid: int | None = None
+    port: int = 0
+    serial_tail: deque[str] = field(default_factory=lambda: deque(maxlen=SERIAL_TAIL))
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    stopped: bool = False
+    kept: bool = False
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.socket_dir / "qmp.sock"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.directory / "serial.log"
+
+    def alive(self) -> bool:
+        return self.pid is not None and process.alive(self.pid)
+
+    def tail_text(self) -> str:
+        lines = list(self.serial_tail)
+        return ("\nserial console (last lines):\n" + "\n".join(f"  {line}" for line in lines)) if lines else ""
+
+    # Serial console -----------------------------------------------------------------------------------------
+
+    async def follow_serial(self) -> None:
+        """Forward each serial console line to the event stream until cancelled."""
+        ready_line = self.image.attributes.get("ready_line")
+        path = anyio.Path(self.serial_log)
+        while not await path.exists():  # noqa: ASYNC110 - QEMU creates the file; there is nothing to wait on
+            await anyio.sleep(0.05)
+        pending = b""
+        async with await anyio.open_file(self.serial_log, "rb") as f:
+            while True:
+                chunk = await f.read(65536)
+                if not chunk:
+                    await anyio.sleep(0.1)
+                    continue
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    self.serial_tail.append(line)
+                    self.ctx.emit(LogLine(source="serial", stream="serial", line=line))
+                    if ready_line and ready_line in line:
+                        self.ready.set()
+
+    # Readiness ----------------------------------------------------------------------------------------------
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait for the readiness line (if the image prints one) and a working SSH login."""
+        with anyio.move_on_after(timeout):
+            if self.image.attributes.get("ready_line"):
+                while not self.ready.is_set():
+                    self._check_running()
+                    with anyio.move_on_after(0.25):
+                        await self.ready.wait()
+            attempt = 0
+            while True:
+                self._check_running()
+                attempt += 1
+                try:
+                    await self.communicator.connect(timeout=min(5.0 + 2.0 * attempt, 20.0))
+                    return
+                except HostKeyMismatch as exc:
+                    raise BuildHostError(f"{exc}{self.tail_text()}") from exc
+                except CommunicatorError:
+                    await anyio.sleep(0.5)
+        raise BuildHostError(f"the build VM did not become reachable over SSH within {timeout:.0f}s{self.tail_text()}")
+
+    def _check_running(self) -> None:
+        if not self.alive():
+            raise BuildHostError(f"QEMU exited while the guest was booting{self.tail_text()}")
+
+    # Machine protocol ---------------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Power off from inside (``sync; poweroff``), then ACPI via QMP, then kill as a last resort."""
+        command = self.image.attributes.get("poweroff_command", DEFAULT_POWEROFF)
+        if self.alive():
+            try:
+                await self.communicator.run(command, timeout=30)
+            except CommunicatorError as exc:
+                self.ctx.log("qemu", f"poweroff command did not complete: {exc}", "info")
+            await self.communicator.aclose()
+            if not await process.wait_exit(self.pid or 0, self.settings.shutdown_timeout):
+                self.ctx.log("qemu", "guest still running; sending ACPI power-off over QMP", "info")
+                await process.qmp_command(self.qmp_socket, "system_powerdown")
+                if not await process.wait_exit(self.pid or 0, 30):
+                    await self.kill("the guest did not power off")
+        self.stopped = True
+
+    async def kill(self, reason: str) -> None:
+        """Stop QEMU: QMP ``quit``, then SIGTERM, then SIGKILL (with a warning)."""
+        if not self.alive() or self.pid is None:
+            return
+        if await process.qmp_command(self.qmp_socket, "quit", timeout=3) and await process.wait_exit(self.pid, 5):
+            return
+        process.send(self.pid, signal.SIGTERM)
+        if await process.wait_exit(self.pid, 5):
+            return
+        self.ctx.warn(f"QEMU (pid {self.pid}) killed: {reason}")
+        process.send(self.pid, signal.SIGKILL)
+        await process.wait_exit(self.pid, 5)
+
+    async def capture(self, ctx: RunContext) -> Artifact:
+        """Convert the overlay into a standalone qcow2 in the run's work directory."""
+        if not self.stopped or self.alive():
+            raise BuildHostError("capture() needs a machine that was shut down first")
+        dst = ctx.staging.work / f"{self.directory.name}-os-disk.qcow2"
+        await anyio.Path(dst).unlink(missing_ok=True)
+
+        def progress(done: int, total: int | None) -> None:
+            ctx.progress("convert", "capture OS disk", done, total)
+
+        try:
+            await disks.convert(self.overlay, "qcow2", dst, "qcow2", on_progress=progress)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.Path(dst).unlink(missing_ok=True)
+            raise
+        info = await disks.info(dst, "qcow2")
+        return Artifact(
+            path=dst,
+            format="qcow2",
+            virtual_size=info.virtual_size,
+            os_type=self.image.os_type,
+            hyper_v_generation=self.image.hyper_v_generation,
+            source_version=self.image.exact_version,
+            template_digest=ctx.template_digest,
+            run_id=ctx.run_id,
+            template_name=ctx.template_name,
+        )
+
+    def keep(self) -> str:
+        """Leave QEMU running; move its files out of the run's work directory; return how to reach it."""
+        target = self.ctx.staging.run_directory / self.directory.name
+        if not self.kept:
+            self.directory.rename(target)
+            self.directory = target
+            self.kept = True
+        key = target / "id_ed25519"
+        known = target / "known_hosts"
+        ssh = ["ssh", "-p", str(self.port), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
+        if key.exists():
+            ssh += ["-i", str(key)]
+        ssh.append(f"{self.communicator.username}@127.0.0.1")
+        return (
+            f"{shlex.join(ssh)}   (QEMU pid {self.pid}, QMP socket {self.qmp_socket}; "
+            f"stop it with: kill {self.pid}; rm -r {self.socket_dir})"
+        )
+
+    # Teardown -----------------------------------------------------------------------------------------------
+
+    async def teardown(self) -> None:
+        """Close SSH, stop QEMU, remove the VM's files (unless kept). Call shielded and bounded."""
+        await self.communicator.aclose()
+        if self.kept:
+            return
+        await self.kill("cleanup after the build")
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(self.directory, ignore_errors=True))
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(self.socket_dir, ignore_errors=True))

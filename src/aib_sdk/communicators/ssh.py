@@ -1,0 +1,318 @@
+"""The SSH communicator (asyncssh), with the guest's host key pinned.
+
+Host keys are always checked: the communicator is given the guest's public host key(s) and trusts nothing else
+(asyncssh's ``known_hosts`` is built from them; it is never ``None``). With ``trust_on_first_use`` and no pinned
+key, the key the guest presents first is pinned for the rest of the session (reconnects after reboots included).
+
+Each :meth:`SshCommunicator.run` is its own SSH session. A connection lost during a command (the guest rebooted)
+gives exit code -1 and the next call reconnects. Transfers use SFTP in chunks, so files of any size stream
+without being loaded whole; local file I/O happens in worker threads.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiofiles
+import anyio
+import asyncssh
+
+from aib_sdk.artifacts import CommandResult, OsType
+from aib_sdk.errors import CommandTimeout, CommunicatorError
+from aib_sdk.protocols import OutputHandler, ProgressHandler
+
+CHUNK = 1 << 20
+OUTPUT_LIMIT = 1 << 20
+BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
+
+
+class HostKeyMismatch(CommunicatorError):
+    """The guest presented a host key that is not the pinned one: the connection was refused."""
+
+
+def _public_keys(keys: Sequence[str | asyncssh.SSHKey]) -> list[asyncssh.SSHKey]:
+    found: list[asyncssh.SSHKey] = []
+    for key in keys:
+        if isinstance(key, asyncssh.SSHKey):
+            found.append(key)
+            continue
+        for line in str(key).splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split()
+            # A known_hosts line starts with host patterns; a public key line with the algorithm.
+            if len(fields) >= 3 and not fields[0].startswith(("ssh-", "ecdsa-", "sk-")):
+                line = " ".join(fields[1:])
+            try:
+                found.append(asyncssh.import_public_key(line))
+            except (asyncssh.KeyImportError, ValueError) as exc:
+                raise CommunicatorError(f"cannot read pinned host key: {exc}") from exc
+    return found
+
+
+class SshCommunicator:
+    """A pinned-host-key SSH connection to a guest (``name = "ssh"``)."""
+
+    name: ClassVar[str] = "ssh"
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 22,
+        *,
+        username: str = "root",
+        client_keys: Sequence[asyncssh.SSHKey | str | Path] = (),
+        host_keys: Sequence[str | asyncssh.SSHKey] = (),
+        trust_on_first_use: bool = False,
+        os_type: OsType = "Linux",
+        connect_timeout: float = 15.0,
+    ) -> None:
+        self.host, self.port, self.username = host, port, username
+        self.os_type: OsType = os_type
+        self.connect_timeout = connect_timeout
+        self.trust_on_first_use = trust_on_first_use
+        self._client_keys: list[Any] = [str(k) if isinstance(k, Path) else k for k in client_keys]
+        self._host_keys = _public_keys(host_keys)
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._lock = anyio.Lock()
+
+    # Connection ---------------------------------------------------------------------------------------------
+
+    @property
+    def pinned_host_keys(self) -> list[str]:
+        """The host keys this communicator accepts, in OpenSSH public-key format."""
+        return [bytes(k.export_public_key("openssh")).decode().strip() for k in self._host_keys]
+
+    async def _pin_first_key(self, timeout: float) -> None:
+        try:
+            with anyio.fail_after(timeout):
+                key = await asyncssh.get_server_host_key(self.host, self.port)
+        except TimeoutError as exc:
+            raise CommunicatorError(f"no SSH host key from {self.host}:{self.port} within {timeout:.0f}s") from exc
+        except (OSError, asyncssh.Error) as exc:
+            raise CommunicatorError(f"cannot read the SSH host key of {self.host}:{self.port}: {exc}") from exc
+        if key is None:
+            raise CommunicatorError(f"{self.host}:{self.port} presented no host key")
+        self._host_keys = [key]
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Open the connection now (it is otherwise opened by the first call). Idempotent."""
+        async with self._lock:
+            if self._conn is not None:
+                return
+            limit = timeout if timeout is not None else self.connect_timeout
+            if not self._host_keys:
+                if not self.trust_on_first_use:
+                    raise CommunicatorError(
+                        f"no pinned host key for {self.host}:{self.port}: refusing to connect "
+                        "(give the guest's host key, or opt in to trust-on-first-use)"
+                    )
+                await self._pin_first_key(limit)
+            try:
+                with anyio.fail_after(limit):
+                    self._conn = await asyncssh.connect(
+                        self.host,
+                        self.port,
+                        username=self.username,
+                        client_keys=self._client_keys,
+                        known_hosts=(self._host_keys, [], []),
+                        agent_path=None,
+                        password=None,
+                        kbdint_auth=False,
+                        connect_timeout=limit,
+                        login_timeout=limit,
+                        keepalive_interval=15,
+                        keepalive_count_max=4,
+                    )
+            except TimeoutError as exc:
+                raise CommunicatorError(
+                    f"SSH to {self.username}@{self.host}:{self.port} timed out after {limit:.0f}s"
+                ) from exc
+            except asyncssh.HostKeyNotVerifiable as exc:
+                raise HostKeyMismatch(
+                    f"the guest at {self.host}:{self.port} presented a host key that is not the pinned one; "
+                    "refusing to connect"
+                ) from exc
+            except asyncssh.PermissionDenied as exc:
+                raise CommunicatorError(
+                    f"SSH login as {self.username!r} to {self.host}:{self.port} was refused: {exc.reason}"
+                ) from exc
+            except (OSError, asyncssh.Error) as exc:
+                raise CommunicatorError(f"SSH to {self.host}:{self.port} failed: {exc}") from exc
+
+    async def _connection(self) -> asyncssh.SSHClientConnection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = None
+            await self.connect()
+        assert self._conn is not None
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.abort()
+            self._conn = None
+
+    async def aclose(self) -> None:
+        """Close the connection (safe to call more than once)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            with anyio.move_on_after(5, shield=True):
+                await conn.wait_closed()
+
+    # Commands -----------------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        on_output: OutputHandler | None = None,
+    ) -> CommandResult:
+        """Run ``command`` in a new session, streaming its lines; -1 when the connection dropped meanwhile."""
+        conn = await self._connection()
+        buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        sizes = {"stdout": 0, "stderr": 0}
+        try:
+            process = await conn.create_process(command, stdin=asyncssh.DEVNULL, encoding=None)
+        except (OSError, asyncssh.Error) as exc:
+            self._drop()
+            raise CommunicatorError(f"cannot start a command on the guest: {exc}") from exc
+
+        async def pump(stream: str, reader: asyncssh.SSHReader[bytes]) -> None:
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            pending = ""
+            while True:
+                try:
+                    chunk = await reader.read(65536)
+                except (OSError, asyncssh.Error):
+                    chunk = b""
+                text = decoder.decode(chunk, final=not chunk)
+                pending += text
+                *lines, pending = pending.split("\n")
+                if not chunk and pending:
+                    lines.append(pending)
+                    pending = ""
+                for line in lines:
+                    line = line.rstrip("\r")
+                    if sizes[stream] < OUTPUT_LIMIT:
+                        buffers[stream].append(line)
+                        sizes[stream] += len(line) + 1
+                    if on_output is not None:
+                        on_output(stream, line)
+                if not chunk:
+                    return
+
+        try:
+            with anyio.fail_after(timeout):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(pump, "stdout", process.stdout)
+                    tg.start_soon(pump, "stderr", process.stderr)
+                with contextlib.suppress(OSError, asyncssh.Error):
+                    await process.wait_closed()
+        except TimeoutError as exc:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                process.terminate()
+            process.close()
+            raise CommandTimeout(f"command timed out after {timeout}s: {command[:200]}") from exc
+        status = process.exit_status
+        if status is None or (status == -1 and process.exit_signal is None and conn.is_closed()):
+            # The channel closed without an exit status: the guest went away (rebooted or powered off).
+            self._drop()
+            status = -1
+        elif status == -1 and process.exit_signal is not None:
+            status = 128 + _signal_number(process.exit_signal[0])
+        return CommandResult(status, "\n".join(buffers["stdout"]), "\n".join(buffers["stderr"]))
+
+    # Files --------------------------------------------------------------------------------------------------
+
+    async def upload(self, local: Path, remote: str, *, on_progress: ProgressHandler | None = None) -> None:
+        """Stream ``local`` to ``remote`` over SFTP in 1 MiB chunks."""
+        conn = await self._connection()
+        total = (await anyio.Path(local).stat()).st_size
+        done = 0
+        try:
+            async with (
+                conn.start_sftp_client() as sftp,
+                await sftp.open(remote, "wb") as dst,
+                aiofiles.open(local, "rb") as src,
+            ):
+                while chunk := await src.read(CHUNK):
+                    await dst.write(chunk)
+                    done += len(chunk)
+                    if on_progress is not None:
+                        on_progress(done, total)
+        except asyncssh.SFTPError as exc:
+            raise CommunicatorError(f"upload of {local.name} to {remote} failed: {exc.reason}") from exc
+        except (OSError, asyncssh.Error) as exc:
+            self._drop()
+            raise CommunicatorError(f"upload of {local.name} to {remote} failed: {exc}") from exc
+        if on_progress is not None and total == 0:
+            on_progress(0, 0)
+
+    async def download(self, remote: str, local: Path) -> None:
+        """Copy the guest file ``remote`` to ``local`` over SFTP."""
+        conn = await self._connection()
+        try:
+            async with (
+                conn.start_sftp_client() as sftp,
+                await sftp.open(remote, "rb") as src,
+                aiofiles.open(local, "wb") as dst,
+            ):
+                while data := await src.read(CHUNK):
+                    assert isinstance(data, bytes)
+                    await dst.write(data)
+        except asyncssh.SFTPError as exc:
+            raise CommunicatorError(f"download of {remote} failed: {exc.reason}") from exc
+        except (OSError, asyncssh.Error) as exc:
+            self._drop()
+            raise CommunicatorError(f"download of {remote} failed: {exc}") from exc
+
+    # Reboots ------------------------------------------------------------------------------------------------
+
+    async def boot_id(self) -> str:
+        """The guest's ``/proc/sys/kernel/random/boot_id``."""
+        result = await self.run(BOOT_ID_COMMAND, timeout=30)
+        if result.exit_code != 0 or not result.stdout.strip():
+            raise CommunicatorError(f"cannot read the guest's boot id (exit code {result.exit_code})")
+        return result.stdout.strip()
+
+    async def wait_rebooted(self, previous_boot_id: str, timeout: float) -> None:
+        """Reconnect until the guest answers with a boot id other than ``previous_boot_id``."""
+        deadline = time.monotonic() + timeout
+        self._drop()
+        last_error: Exception | None = None
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                await self.connect(timeout=min(10.0, max(1.0, left)))
+                current = await self.boot_id()
+            except HostKeyMismatch:
+                raise
+            except CommunicatorError as exc:
+                last_error = exc
+                self._drop()
+                await anyio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                continue
+            if current != previous_boot_id:
+                return
+            self._drop()
+            await anyio.sleep(0.5)
+        raise CommunicatorError(
+            f"the guest did not come back from a reboot within {timeout:.0f}s"
+            + (f" (last error: {last_error})" if last_error else "")
+        )
+
+
+def _signal_number(name: str) -> int:
+    import signal
+
+    try:
+        return int(signal.Signals[f"SIG{name}"])
+    except KeyError:
+        return 0
