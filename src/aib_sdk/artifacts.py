@@ -56,6 +56,9 @@ class Artifact:
     template_digest: str = ""
     run_id: str = ""
     template_name: str = ""
+    source_image: DiskImage | None = None
+    """The base image this artifact was built from: its boot facts (direct kernel boot, disk interface, access)
+    still apply to the artifact, so a gallery that stores it can boot it again as a source."""
     conversions: dict[str, Path] = field(default_factory=dict)
 
 

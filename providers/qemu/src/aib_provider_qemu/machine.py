@@ -169,6 +169,7 @@ class QemuMachine:
             template_digest=ctx.template_digest,
             run_id=ctx.run_id,
             template_name=ctx.template_name,
+            source_image=self.image,
         )
 
     def keep(self) -> str:

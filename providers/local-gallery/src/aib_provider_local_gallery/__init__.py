@@ -1,0 +1,1 @@
+"""aib-sdk provider: a local image gallery with Azure Compute Gallery semantics."""
