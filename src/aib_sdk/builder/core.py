@@ -14,7 +14,6 @@ and the cancellation is re-raised after cleanup.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -91,10 +90,10 @@ class Builder:
             template_digest=plan.digest,
             staging=staging,
             config=plan.config,
-            options=replace(self.options, config=plan.config, plugins=plan.plugins),
+            options=plan.options,
             emit=emit,
             fetcher=UriFetcher(
-                staging.inputs, emit=emit, uri_map=self.options.uri_map, base_directory=plan.base_directory
+                staging.inputs, emit=emit, uri_map=plan.options.uri_map, base_directory=plan.base_directory
             ),
             plugins=plan.plugins,
         )
@@ -108,7 +107,7 @@ class Builder:
         async with anyio.create_task_group() as tg:
             tg.start_soon(write_log, log_events, staging.log_file)
             try:
-                await execution.execute([str(w) for w in plan.loaded.warnings])
+                await execution.execute([f"{w.path}: {w.message}" if w.path else w.message for w in plan.loaded.warnings])
             finally:
                 with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                     execution.run_finished()

@@ -5,6 +5,7 @@ Any problem here is the caller's (:class:`TemplateError`/:class:`UsageError`) an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from aib_sdk.models.loader import LoadedTemplate, Unresolved, load_template
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.plugins.registry import type_name_of
+from aib_sdk.profiles import apply_profile_options
 from aib_sdk.protocols import BuildHost, Customizer, Distributor, Source
 
 TemplateInput = str | Path | Mapping[str, Any] | LoadedTemplate
@@ -51,6 +53,8 @@ class Plan:
 
     loaded: LoadedTemplate
     name: str
+    options: BuildOptions
+    """The effective options: the caller's, with the profile's values filled in and config/plugins set."""
     config: Config
     plugins: PluginManager
     base_directory: Path | None
@@ -152,6 +156,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     config = options.config
     if config is None:
         config = await anyio.to_thread.run_sync(_load_config)
+    options, rewrite = apply_profile_options(options, config)
     plugins = options.plugins or PluginManager()
     await anyio.to_thread.run_sync(lambda: plugins.registry)  # loads entry points off the event loop
     file: Path | None = None
@@ -168,7 +173,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
             plugins=plugins,
             params=options.params,
             resource=options.resource,
-            profile=options.profile,
+            profile=rewrite,
             source=source_override(options.source),
         )
     unresolved = loaded.unresolved_used()
@@ -180,6 +185,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     plan = Plan(
         loaded=loaded,
         name=name,
+        options=dataclasses.replace(options, config=config, plugins=plugins),
         config=config,
         plugins=plugins,
         base_directory=base,
