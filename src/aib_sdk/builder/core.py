@@ -107,7 +107,8 @@ class Builder:
         async with anyio.create_task_group() as tg:
             tg.start_soon(write_log, log_events, staging.log_file)
             try:
-                await execution.execute([f"{w.path}: {w.message}" if w.path else w.message for w in plan.loaded.warnings])
+                notes = [f"{w.path}: {w.message}" if w.path else w.message for w in plan.loaded.warnings]
+                await execution.execute(notes)
             finally:
                 with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
                     execution.run_finished()
