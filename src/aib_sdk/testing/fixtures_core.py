@@ -5,15 +5,17 @@
 - ``aib_register`` — ``aib_register(plugin)`` adds a (third-party) plugin to ``aib_plugins``;
 - ``aib_events`` — an :class:`~aib_sdk.testing.recorder.EventRecorder`;
 - ``aib_home`` — ``AIB_HOME``/``AIB_CACHE`` under ``tmp_path`` (environment patched for this test); returns a
-  :class:`Config` reading that environment.
+  :class:`Config` reading that environment;
+- ``aib_ssh_server`` — a running :class:`~aib_sdk.testing.ssh_server.LoopbackSshServer` (for anyio tests).
 
 Nothing here is autouse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,7 +24,10 @@ from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.testing.fakes import FakePlugin, fake_plugin
 from aib_sdk.testing.recorder import EventRecorder
 
-__all__ = ["aib_events", "aib_fakes", "aib_home", "aib_plugins", "aib_register"]
+if TYPE_CHECKING:
+    from aib_sdk.testing.ssh_server import LoopbackSshServer
+
+__all__ = ["aib_events", "aib_fakes", "aib_home", "aib_plugins", "aib_register", "aib_ssh_server"]
 
 
 @pytest.fixture
@@ -63,3 +68,12 @@ def aib_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     monkeypatch.setenv("AIB_CACHE", str(cache))
     monkeypatch.delenv("AIB_CONFIG", raising=False)
     return Config({})
+
+
+@pytest.fixture
+async def aib_ssh_server(tmp_path: Path) -> AsyncIterator[LoopbackSshServer]:
+    """A running loopback SSH test server rooted in ``tmp_path / "ssh-root"`` (needs an anyio test)."""
+    from aib_sdk.testing.ssh_server import LoopbackSshServer
+
+    async with LoopbackSshServer(tmp_path / "ssh-root") as server:
+        yield server
