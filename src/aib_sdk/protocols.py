@@ -132,6 +132,9 @@ class Source(Protocol):
         """Whether this implementation handles ``spec`` (e.g. PlatformImage with publisher Debian)."""
         ...
 
+    # Optional: ``explain_unclaimed(cls, spec, config) -> str | None``, a classmethod giving the user a way out when
+    # no implementation claims ``spec`` (e.g. "use --source, or map it in [qemu.catalogue]").
+
     async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
         """Download, build or look up the base image; record ``exact_version``."""
         ...

@@ -152,6 +152,9 @@ class PluginManager:
                 f"no installed provider builds from source type {name!r}; install a provider that does "
                 f"(see 'aib plugins'), or replace the source with --source"
             )
+        hints = [hint for cls in candidates if (hint := _unclaimed_hint(cls, spec, config))]
+        if hints:
+            raise UsageError("\n".join(hints))
         raise UsageError(
             f"no installed provider can resolve this {name} source ({_describe(spec)}); "
             f"use --source with a disk file or URL, or install a provider for it"
@@ -196,6 +199,12 @@ class PluginManager:
             + (f" (installed: {', '.join(hosts)}; none is available)" if hosts
                else "; install one, e.g. aib-provider-qemu")
         )
+
+
+def _unclaimed_hint(cls: Any, spec: BaseModel, config: Config) -> str | None:
+    explain = getattr(cls, "explain_unclaimed", None)
+    hint = explain(spec, config) if callable(explain) else None
+    return hint if isinstance(hint, str) and hint else None
 
 
 def _describe(spec: BaseModel) -> str:

@@ -19,19 +19,9 @@ def aib_register_build_hosts() -> list[type[BuildHost]]:
 
 @hookimpl
 def aib_register_sources() -> list[type[Source]]:
+    from aib_provider_qemu.catalogue import CataloguePlatformSource
+    from aib_provider_qemu.debian import DebianPlatformSource
     from aib_provider_qemu.tiny_source import TinyGuestSource
+    from aib_provider_qemu.url_source import UrlDiskSource
 
-    sources: list[type[Source]] = [TinyGuestSource]
-    try:
-        from aib_provider_qemu.debian import DebianPlatformSource
-    except ImportError:
-        pass
-    else:
-        sources.append(DebianPlatformSource)
-    try:
-        from aib_provider_qemu.url_source import UrlDiskSource
-    except ImportError:
-        pass
-    else:
-        sources.append(UrlDiskSource)
-    return sources
+    return [TinyGuestSource, DebianPlatformSource, CataloguePlatformSource, UrlDiskSource]
