@@ -18,6 +18,7 @@ from aib_provider_azure import StaticTokenCredential
 from aib_provider_azure import hooks as azure_hooks
 from aib_provider_azure.settings import AzureSettings
 from aib_provider_azure.sharedkey import SharedKeyAuth
+from aib_provider_qemu import hooks as qemu_hooks  # the test suite installs every provider
 from aib_sdk.builder import Builder
 from aib_sdk.config import Config
 from aib_sdk.events import TargetStatus
@@ -25,8 +26,6 @@ from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.testing.fixtures_vm import read_ext4_file
 from aib_sdk.testing.recorder import EventRecorder
-
-qemu_hooks = pytest.importorskip("aib_provider_qemu.hooks", reason="the qemu provider is a separate distribution")
 
 pytestmark = [pytest.mark.anyio, pytest.mark.vm, pytest.mark.timeout(1200)]
 

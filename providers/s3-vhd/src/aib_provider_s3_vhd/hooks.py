@@ -1,0 +1,24 @@
+"""Plugin hooks: the ``VHD``→``s3://`` and ``S3Image`` distributors and the ``S3Image`` source."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aib_sdk.plugins import hookimpl
+
+if TYPE_CHECKING:
+    from aib_sdk.protocols import Distributor, Source
+
+
+@hookimpl
+def aib_register_distributors() -> list[type[Distributor]]:
+    from aib_provider_s3_vhd.distributors import S3ImagePublisher, S3VhdPublisher
+
+    return [S3VhdPublisher, S3ImagePublisher]
+
+
+@hookimpl
+def aib_register_sources() -> list[type[Source]]:
+    from aib_provider_s3_vhd.source import S3ImageResolver
+
+    return [S3ImageResolver]

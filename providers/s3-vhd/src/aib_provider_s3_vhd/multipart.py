@@ -1,0 +1,184 @@
+"""One object written as a multipart upload: parts from a file (upload) or from another object (server-side copy).
+
+Either way the upload is completed only when every part is in; on any failure or cancellation it is aborted
+(shielded, bounded), so no multipart upload is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from aib_provider_s3_vhd.locations import S3Location
+from aib_provider_s3_vhd.parts import Part, close_fd, open_fd, read_part
+from aib_provider_s3_vhd.settings import S3Settings
+from aib_provider_s3_vhd.transport import unwrap, with_retries
+
+RetryHook = Callable[[int, BaseException, float], None]
+ABORT_DEADLINE = 60.0
+
+SendPart = Callable[[str, Part], Awaitable[dict[str, Any]]]
+
+
+async def abort_upload(client: Any, dest: S3Location, upload_id: str, settings: S3Settings) -> None:
+    """AbortMultipartUpload, shielded from cancellation and bounded in time; errors are swallowed.
+
+    ``NoSuchUpload`` means it is already gone (completed or aborted), which is what we want.
+    """
+    # best effort: the caller reports the original error
+    with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_DEADLINE), contextlib.suppress(Exception):
+        await with_retries(
+            lambda: client.abort_multipart_upload(Bucket=dest.bucket, Key=dest.key, UploadId=upload_id),
+            settings,
+        )
+
+
+async def _multipart(
+    client: Any,
+    dest: S3Location,
+    parts: list[Part],
+    create_args: dict[str, Any],
+    send: SendPart,
+    settings: S3Settings,
+) -> dict[str, Any]:
+    created = await with_retries(
+        lambda: client.create_multipart_upload(Bucket=dest.bucket, Key=dest.key, **create_args), settings
+    )
+    upload_id: str = created["UploadId"]
+    try:
+        done: list[dict[str, Any]] = [{} for _ in parts]
+        queue = iter(parts)
+
+        async def worker() -> None:
+            for part in queue:  # one shared iterator: each part is taken by exactly one worker
+                done[part.number - 1] = await send(upload_id, part)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(settings.max_concurrency, len(parts))):
+                    tg.start_soon(worker)
+        except ExceptionGroup as group:  # a part failed for good: report that error, not the group
+            raise unwrap(group) from group
+        result: dict[str, Any] = await with_retries(
+            lambda: client.complete_multipart_upload(
+                Bucket=dest.bucket, Key=dest.key, UploadId=upload_id, MultipartUpload={"Parts": done}
+            ),
+            settings,
+        )
+        return result
+    except BaseException:
+        await abort_upload(client, dest, upload_id, settings)
+        raise
+
+
+async def upload_file(
+    client: Any,
+    path: Path,
+    dest: S3Location,
+    parts: list[Part],
+    create_args: dict[str, Any],
+    settings: S3Settings,
+    *,
+    on_bytes: Callable[[int], None],
+    on_retry: RetryHook | None = None,
+) -> dict[str, Any]:
+    """Upload ``path`` as ``dest``: parts read in worker threads, each with its SHA-256 checksum."""
+    fd = await open_fd(path, os.O_RDONLY)
+    try:
+
+        async def send(upload_id: str, part: Part) -> dict[str, Any]:
+            data, checksum = await read_part(fd, part)
+            response = await with_retries(
+                lambda: client.upload_part(
+                    Bucket=dest.bucket,
+                    Key=dest.key,
+                    UploadId=upload_id,
+                    PartNumber=part.number,
+                    Body=data,
+                    ContentLength=part.size,
+                    ChecksumSHA256=checksum,
+                ),
+                settings,
+                on_retry=on_retry,
+            )
+            on_bytes(part.size)
+            return {"PartNumber": part.number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+
+        return await _multipart(client, dest, parts, {**create_args, "ChecksumAlgorithm": "SHA256"}, send, settings)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await close_fd(fd)
+
+
+async def copy_whole(
+    client: Any,
+    source: S3Location,
+    source_etag: str,
+    dest: S3Location,
+    create_args: dict[str, Any],
+    settings: S3Settings,
+    *,
+    on_retry: RetryHook | None = None,
+) -> dict[str, Any]:
+    """Fill ``dest`` from ``source`` with one CopyObject (objects up to 5 GiB): atomic, nothing to abort."""
+    response: dict[str, Any] = await with_retries(
+        lambda: client.copy_object(
+            Bucket=dest.bucket,
+            Key=dest.key,
+            CopySource={"Bucket": source.bucket, "Key": source.key},
+            CopySourceIfMatch=source_etag,
+            MetadataDirective="REPLACE",
+            TaggingDirective="REPLACE",
+            ChecksumAlgorithm="SHA256",
+            **create_args,
+        ),
+        settings,
+        on_retry=on_retry,
+    )
+    return response
+
+
+async def copy_object(
+    client: Any,
+    source: S3Location,
+    source_etag: str,
+    dest: S3Location,
+    parts: list[Part],
+    create_args: dict[str, Any],
+    settings: S3Settings,
+    *,
+    on_bytes: Callable[[int], None],
+    on_retry: RetryHook | None = None,
+) -> dict[str, Any]:
+    """Fill ``dest`` from ``source`` server-side, UploadPartCopy of each range (pinned to ``source_etag``).
+
+    Keeps the source's part layout, so the copy's multipart ETag equals the source's. For objects above 5 GiB.
+    """
+
+    async def send(upload_id: str, part: Part) -> dict[str, Any]:
+        response = await with_retries(
+            lambda: client.upload_part_copy(
+                Bucket=dest.bucket,
+                Key=dest.key,
+                UploadId=upload_id,
+                PartNumber=part.number,
+                CopySource={"Bucket": source.bucket, "Key": source.key},
+                CopySourceRange=part.byte_range,
+                CopySourceIfMatch=source_etag,
+            ),
+            settings,
+            on_retry=on_retry,
+        )
+        on_bytes(part.size)
+        result = response["CopyPartResult"]
+        entry = {"PartNumber": part.number, "ETag": result["ETag"]}
+        if result.get("ChecksumSHA256"):
+            entry["ChecksumSHA256"] = result["ChecksumSHA256"]
+        return entry
+
+    return await _multipart(client, dest, parts, {**create_args, "ChecksumAlgorithm": "SHA256"}, send, settings)
