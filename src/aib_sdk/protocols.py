@@ -166,6 +166,10 @@ class Distributor(Protocol):
         """Whether this implementation handles the target (decided by its id or URI)."""
         ...
 
+    # Optional: ``async def preflight(self, spec, image: DiskImage, ctx) -> None`` — raise if the target cannot take
+    # the image (e.g. a missing gallery definition). The Builder calls it before booting any VM, as AIB checks
+    # dependencies at submission.
+
     async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
         """Publish atomically: on failure or cancellation leave nothing half-written behind."""
         ...

@@ -15,12 +15,19 @@ from aib_sdk.builder import Builder
 from aib_sdk.config import Config
 from aib_sdk.context import StepContext
 from aib_sdk.errors import StepError
-from aib_sdk.events import StepFinished, Warning
+from aib_sdk.events import StepFinished, TargetStatus, Warning
 from aib_sdk.models.specs import AibModel
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins import hookimpl
 from aib_sdk.plugins.manager import PluginManager
-from aib_sdk.testing.fakes import FakeBuildHost, FakeMachine, FakePlugin, fake_plugin, fake_template
+from aib_sdk.testing.fakes import (
+    FakeBuildHost,
+    FakeMachine,
+    FakePlugin,
+    FakeTargetSpec,
+    fake_plugin,
+    fake_template,
+)
 from aib_sdk.testing.recorder import EventRecorder
 
 pytestmark = pytest.mark.anyio
@@ -213,3 +220,36 @@ async def test_on_event_errors_do_not_break_the_build(aib_plugins, aib_home: Con
     result = await Builder(fake_template(steps=2, name="cb"), options=options).run()
     assert result.run_state == "Succeeded"
     assert calls[0] == "run-started" and calls[-1] == "run-finished"
+
+
+
+async def test_a_failed_preflight_fails_before_booting(aib_home: Config):
+    class Refusing:
+        type_name: ClassVar[str] = "FakeTarget"
+        spec_model: ClassVar[type[BaseModel]] = FakeTargetSpec
+
+        @classmethod
+        def claims(cls, spec: BaseModel, config: Config) -> bool:
+            return getattr(spec, "run_output_name", "") == "target-1"
+
+        async def preflight(self, spec: BaseModel, image: object, ctx: object) -> None:
+            raise StepError("x", "should not be a step error")  # any exception: the target is refused
+
+        async def publish(self, artifact: object, spec: BaseModel, ctx: object) -> None:
+            raise AssertionError("publish must not be called")
+
+    class RefusingPlugin:
+        @hookimpl
+        def aib_register_distributors(self) -> list[type]:
+            return [Refusing]
+
+    fakes = fake_plugin()
+    plugins = PluginManager(entry_points=False, plugins=[fakes, RefusingPlugin()])
+    recorder = EventRecorder()
+    options = BuildOptions(config=aib_home, plugins=plugins, build_host="fake", on_event=recorder)
+    result = await Builder(fake_template(steps=1, targets=2, name="pre"), options=options).run()
+    assert result.run_state == "Failed"
+    assert "nothing was built" in result.last_run_status.message
+    assert result.run_outputs["target-1"].provisioning_state == "Failed"
+    assert fakes.world.machines == []  # no VM was started
+    assert [s.state for s in recorder.of_kind(TargetStatus)] == ["Failed"]

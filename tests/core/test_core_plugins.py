@@ -94,3 +94,24 @@ def test_no_build_host_is_a_clear_error() -> None:
         pm.build_host(None, Config({}, {}))
     with pytest.raises(UsageError, match="no build host named 'nope'"):
         pm.build_host("nope", Config({}, {}))
+
+
+def test_third_party_implementations_are_asked_before_the_core() -> None:
+    class AnyVhd:
+        type_name: ClassVar[str] = "VHD"
+        spec_model: ClassVar[type[BaseModel]] = specs.VhdDistributor
+
+        @classmethod
+        def claims(cls, spec: BaseModel, config: Config) -> bool:
+            return True
+
+    class AnyVhdPlugin:
+        @hookimpl
+        def aib_register_distributors(self) -> list[type]:
+            return [AnyVhd]
+
+    pm = PluginManager(entry_points=False, plugins=[AnyVhdPlugin()])
+    spec = specs.VhdDistributor.model_validate({"type": "VHD", "runOutputName": "v", "uri": "file:///tmp/x.vhd"})
+    assert pm.distributor_for(spec, Config({}, {})) is AnyVhd
+    assert pm.registry.distributors[-1] is not AnyVhd  # the core's own come last
+    assert pm.registry.owner[specs.VhdDistributor] == "aib-sdk"

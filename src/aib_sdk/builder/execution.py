@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from aib_sdk.artifacts import Artifact, DiskImage, ProvisioningState, RunOutput
 from aib_sdk.context import RunContext, StepContext
-from aib_sdk.errors import AibError, StepError
+from aib_sdk.errors import AibError, DistributeError, StepError
 from aib_sdk.events import (
     Event,
     PhaseChanged,
@@ -203,6 +203,7 @@ class Execution:
         self.activity = f"resolving source {type_name_of(type(plan.source_spec))}"
         image = await plan.source().resolve(plan.source_spec, ctx)
         self.exact_version = image.exact_version
+        await self._preflight(image)
         props = plan.loaded.properties
         vm = VmRequest(
             vm_size=props.vm_profile.vm_size if props.vm_profile else "",
@@ -403,6 +404,36 @@ class Execution:
         return await self._run_step("deprovision", 0, DEPROVISION_TYPE, runner.type_name, runner, spec, machine)
 
     # Distribution ------------------------------------------------------------------------------------------
+
+    async def _preflight(self, image: DiskImage) -> None:
+        """Ask each target that can (optional ``Distributor.preflight``) whether it will accept the image, before any
+        VM boots: a missing gallery definition fails the run in seconds, as AIB refuses such a template at
+        submission."""
+        targets = [t for t in self.plan.targets if callable(getattr(t.distributor, "preflight", None))]
+        if not targets:
+            return
+        self.activity = f"checking {len(targets)} distribution target(s)"
+        errors: dict[str, str] = {}
+
+        async def check(target: TargetPlan) -> None:
+            try:
+                await target.distributor().preflight(target.spec, image, self.ctx)  # type: ignore[attr-defined]
+            except Exception as exc:
+                errors[target.run_output_name] = _describe(exc)
+
+        async with anyio.create_task_group() as tg:
+            for target in targets:
+                tg.start_soon(check, target)
+        if errors:
+            for target in targets:
+                name, message = target.run_output_name, errors.get(target.run_output_name)
+                if message is None:
+                    continue
+                self.outputs[name] = RunOutput(name, provisioning_state="Failed", error=message)
+                self.output_types[name] = target.type_name
+                self.emit(TargetStatus(run_output_name=name, type=target.type_name, state="Failed", message=message))
+            summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
+            raise DistributeError(f"{len(errors)} target(s) cannot be published, nothing was built: {summary}")
 
     async def _distribute(self, artifact: Artifact, validation_error: StepError | None) -> None:
         targets = self.plan.targets

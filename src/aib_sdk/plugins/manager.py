@@ -133,9 +133,7 @@ class PluginManager:
                 reg.add_spec_model("distributor", dist.spec_model, plugin)
                 reg.distributors.append(dist)
                 reg.owner[dist] = plugin
-        # Later registrations (third-party plugins) are asked before earlier ones (the core).
-        reg.sources.reverse()
-        reg.distributors.reverse()
+        # ``_calls`` yields later registrations (third-party plugins) first, so they are asked before the core.
         return reg
 
     # Routing -----------------------------------------------------------------------------------------------

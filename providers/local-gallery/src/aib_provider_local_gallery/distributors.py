@@ -21,7 +21,7 @@ from aib_provider_local_gallery.publish import RegionSpec, publish_image
 from aib_provider_local_gallery.settings import GallerySettings
 from aib_provider_local_gallery.store import GalleryStore, NotFoundError
 from aib_provider_local_gallery.versioning import from_source, next_latest
-from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.artifacts import Artifact, DiskImage, RunOutput
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, DistributeError, UsageError
@@ -31,38 +31,60 @@ from aib_sdk.routing import is_local_arm_id
 _LATEST_RETRIES = 5
 
 
-def create_commands(ref: GalleryImageRef, artifact: Artifact, *, gallery_missing: bool) -> list[str]:
-    """The ``aib gallery`` commands that create what ``ref`` needs."""
+def create_commands(
+    ref: GalleryImageRef, os_type: str, generation: str, *, gallery_missing: bool, location: str | None
+) -> list[str]:
+    """The ``aib gallery`` commands that create what ``ref`` needs (the gallery in ``location`` when given)."""
     q = shlex.quote
     out = []
     if gallery_missing:
-        out.append(f"aib gallery create {q(ref.gallery)} --resource-group {q(ref.resource_group)}")
+        where = f" --location {q(location)}" if location else ""
+        out.append(f"aib gallery create {q(ref.gallery)} --resource-group {q(ref.resource_group)}{where}")
     out.append(
         f"aib gallery definition create {q(ref.gallery)} {q(ref.definition)} --resource-group "
         f"{q(ref.resource_group)} --publisher local --offer {q(ref.gallery)} --sku {q(ref.definition)} "
-        f"--os-type {artifact.os_type} --os-state Generalized --hyper-v-generation {artifact.hyper_v_generation}"
+        f"--os-type {os_type} --os-state Generalized --hyper-v-generation {generation}"
     )
     return out
+
+
+def first_region(spec: SharedImageDistributor) -> str | None:
+    """The first region the target names (``targetRegions``, else the deprecated ``replicationRegions``)."""
+    if spec.target_regions:
+        return spec.target_regions[0].name
+    return spec.replication_regions[0] if spec.replication_regions else None
+
+
+async def check_definition(
+    store: GalleryStore, ref: GalleryImageRef, os_type: str, generation: str, ctx: RunContext, location: str | None
+) -> bool:
+    """Whether the definition exists; raise (with the commands that create it) unless ``--create-missing``."""
+    try:
+        await run_sync(store.get_definition, ref)
+        return True
+    except NotFoundError:
+        pass
+    if ctx.options.create_missing:
+        return False
+    gallery_missing = not await run_sync(store.gallery_exists, GalleryRef(ref.resource_group, ref.gallery))
+    what = "gallery and image definition" if gallery_missing else "image definition"
+    commands = "\n  ".join(
+        create_commands(ref, os_type, generation, gallery_missing=gallery_missing, location=location)
+    )
+    raise DistributeError(
+        f"{what} {ref.definition_id} does not exist; as in Azure, create it first:\n  {commands}\n"
+        f"or let the build create it with --create-missing"
+    )
 
 
 async def ensure_definition(
     store: GalleryStore, ref: GalleryImageRef, artifact: Artifact, ctx: RunContext, location: str
 ) -> DefinitionRecord:
     """The target's image definition; created (with its gallery) only when ``ctx.options.create_missing``."""
-    try:
+    if await check_definition(store, ref, artifact.os_type, artifact.hyper_v_generation, ctx, location):
         return await run_sync(store.get_definition, ref)
-    except NotFoundError:
-        pass
     gallery = GalleryRef(ref.resource_group, ref.gallery)
-    gallery_missing = not await run_sync(store.gallery_exists, gallery)
-    if not ctx.options.create_missing:
-        what = "gallery and image definition" if gallery_missing else "image definition"
-        commands = "\n  ".join(create_commands(ref, artifact, gallery_missing=gallery_missing))
-        raise DistributeError(
-            f"{what} {ref.definition_id} does not exist; as in Azure, create it first:\n  {commands}\n"
-            f"or let the build create it with --create-missing"
-        )
-    if gallery_missing:
+    if not await run_sync(store.gallery_exists, gallery):
         await run_sync(lambda: store.create_gallery(gallery, location, exist_ok=True))
     record = DefinitionRecord(
         id=ref.definition_id, name=ref.definition, gallery=ref.gallery, resource_group=ref.resource_group,
@@ -99,6 +121,16 @@ def target_regions(spec: SharedImageDistributor, home: str) -> list[RegionSpec]:
     return home_first + [r for r in out if r.name.lower() != home.lower()]
 
 
+def _check_fits(definition: DefinitionRecord, ref: GalleryImageRef, os_type: str, generation: str) -> None:
+    if definition.os_type != os_type:
+        raise DistributeError(f"image definition {ref.definition_id} is {definition.os_type}; the image is {os_type}")
+    if definition.hyper_v_generation != generation:
+        raise DistributeError(
+            f"image definition {ref.definition_id} is Hyper-V generation {definition.hyper_v_generation}; "
+            f"the image is {generation} (the output keeps its source's generation)"
+        )
+
+
 class LocalSharedImageDistributor:
     """``SharedImage`` into the local gallery: a new image version replicated to each target region."""
 
@@ -109,7 +141,8 @@ class LocalSharedImageDistributor:
     def claims(cls, spec: BaseModel, config: Config) -> bool:
         return isinstance(spec, SharedImageDistributor) and is_local_arm_id(spec.gallery_image_id)
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
+    @staticmethod
+    def _target(spec: BaseModel, ctx: RunContext) -> tuple[GalleryImageRef, GalleryStore, GallerySettings]:
         assert isinstance(spec, SharedImageDistributor)
         try:
             ref = parse_gallery_image_id(spec.gallery_image_id)
@@ -118,17 +151,21 @@ class LocalSharedImageDistributor:
         if ref.version == "latest":
             raise DistributeError("galleryImageId: a target version must be a number, not 'latest'")
         settings = GallerySettings.from_config(ctx.config)
-        store = GalleryStore(settings)
-        first = spec.target_regions[0].name if spec.target_regions else None
-        definition = await ensure_definition(store, ref, artifact, ctx, first or settings.home_region)
-        if definition.os_type != artifact.os_type:
-            raise DistributeError(f"image definition {ref.definition_id} is {definition.os_type}; "
-                                  f"the image is {artifact.os_type}")
-        if definition.hyper_v_generation != artifact.hyper_v_generation:
-            raise DistributeError(
-                f"image definition {ref.definition_id} is Hyper-V generation {definition.hyper_v_generation}; "
-                f"the image is {artifact.hyper_v_generation} (the output keeps its source's generation)"
-            )
+        return ref, GalleryStore(settings), settings
+
+    async def preflight(self, spec: BaseModel, image: DiskImage, ctx: RunContext) -> None:
+        """Before any VM boots: the id is usable and the definition exists (or ``--create-missing``) and fits."""
+        ref, store, settings = self._target(spec, ctx)
+        assert isinstance(spec, SharedImageDistributor)
+        location = first_region(spec) or settings.home_region
+        if await check_definition(store, ref, image.os_type, image.hyper_v_generation, ctx, location):
+            _check_fits(await run_sync(store.get_definition, ref), ref, image.os_type, image.hyper_v_generation)
+
+    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
+        ref, store, settings = self._target(spec, ctx)
+        assert isinstance(spec, SharedImageDistributor)
+        definition = await ensure_definition(store, ref, artifact, ctx, first_region(spec) or settings.home_region)
+        _check_fits(definition, ref, artifact.os_type, artifact.hyper_v_generation)
         regions = target_regions(spec, definition.location)
         attempts = 1
         if ref.version:
