@@ -14,6 +14,7 @@ from aib_provider_azure.distributors.managed_image import AzureManagedImage
 from aib_provider_azure.distributors.shared_image import AzureSharedImage, next_version
 from aib_provider_azure.settings import AzureSettings
 from aib_provider_azure.sharedkey import SharedKeyAuth
+from aib_sdk.artifacts import DiskImage
 from aib_sdk.config import Config
 from aib_sdk.errors import ConflictError, DistributeError
 from aib_sdk.events import Progress, TargetStatus
@@ -180,6 +181,19 @@ async def test_missing_definition_and_explicit_version_conflict(
     taken = shared_spec(galleryImageId=f"{DEFINITION}/versions/2.1.0")
     with pytest.raises(ConflictError, match=r"2\.1\.0 already exists"):
         await AzureSharedImage().publish(small_artifact, taken, make_ctx(azure_config))
+    assert not any(m == "PUT" for m, _ in gallery.state.requests)
+
+
+async def test_preflight_refuses_missing_definitions_and_taken_versions(
+    azurite, gallery, azure_config, make_ctx, small_artifact
+) -> None:
+    image = DiskImage(path=small_artifact.path, format="qcow2")
+    ctx = make_ctx(azure_config)
+    with pytest.raises(DistributeError, match=r"image definition .* does not exist"):
+        await AzureSharedImage().preflight(shared_spec(galleryImageId=f"{GALLERY}/images/nope"), image, ctx)
+    with pytest.raises(ConflictError, match=r"2\.1\.0 already exists"):
+        await AzureSharedImage().preflight(shared_spec(galleryImageId=f"{DEFINITION}/versions/2.1.0"), image, ctx)
+    await AzureSharedImage().preflight(shared_spec(galleryImageId=f"{DEFINITION}/versions/9.9.9"), image, ctx)
     assert not any(m == "PUT" for m, _ in gallery.state.requests)
 
 

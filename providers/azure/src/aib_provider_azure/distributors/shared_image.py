@@ -20,7 +20,7 @@ from aib_provider_azure.distributors.common import (
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings, BlobRef
 from aib_provider_azure.upload import discard, upload_page_blob
-from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.artifacts import Artifact, DiskImage, RunOutput
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, DistributeError, UsageError
@@ -142,36 +142,28 @@ class AzureSharedImage:
     def claims(cls, spec: BaseModel, config: Config) -> bool:
         return is_azure_arm_id(getattr(spec, "gallery_image_id", None))
 
+    async def preflight(self, spec: BaseModel, image: DiskImage, ctx: RunContext) -> None:
+        """Before any VM boots: gallery and definition exist (or ``create_missing``); an explicit version is free."""
+        assert isinstance(spec, SharedImageDistributor)
+        async with AzureSession(AzureSettings.from_config(ctx.config), ctx.options.credential) as session:
+            arm_id, _, definition_id, _, definition = await _lookup(session.arm, spec, ctx)
+            version = arm_id.get("versions")
+            if definition is not None and version is not None:
+                versions = await session.arm.list(definition_id + "/versions", GALLERY_API)
+                if version in [str(v.get("name")) for v in versions]:
+                    raise ConflictError(
+                        f"SharedImage {spec.run_output_name}: version {version} already exists in {definition_id}"
+                    )
+
     async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
         assert isinstance(spec, SharedImageDistributor)
         name = spec.run_output_name
-        arm_id = parse_arm_id(spec.gallery_image_id)
-        kinds = [k.lower() for k, _ in arm_id.segments] if arm_id else []
-        if arm_id is None or kinds not in (["galleries", "images"], ["galleries", "images", "versions"]):
-            raise UsageError(
-                f"{name}: galleryImageId must be …/galleries/<g>/images/<definition>[/versions/<v>]: "
-                f"{spec.gallery_image_id!r}"
-            )
-        gallery_id, definition_id = _prefix(arm_id, 1), _prefix(arm_id, 2)
         settings = AzureSettings.from_config(ctx.config)
         async with AzureSession(settings, ctx.options.credential) as session:
             arm = session.arm
-            gallery = await arm.get(gallery_id, GALLERY_API)
-            definition = await arm.get(definition_id, GALLERY_API) if gallery is not None else None
-            if definition is None and ctx.options.create_missing:
+            arm_id, gallery_id, definition_id, gallery, definition = await _lookup(arm, spec, ctx)
+            if definition is None:
                 definition = await _create_missing(arm, spec, artifact, ctx, gallery_id, definition_id, gallery)
-            elif gallery is None:
-                raise DistributeError(
-                    f"SharedImage {name}: gallery {gallery_id} does not exist; create it first "
-                    f"(az sig create -g {arm_id.resource_group} -r {arm_id.get('galleries')}) "
-                    f"or build with create_missing"
-                )
-            elif definition is None:
-                raise DistributeError(
-                    f"SharedImage {name}: image definition {definition_id} does not exist; create it first "
-                    f"(az sig image-definition create -g {arm_id.resource_group} -r {arm_id.get('galleries')} "
-                    f"-i {arm_id.get('images')} …) or build with create_missing"
-                )
             existing = [str(v.get("name")) for v in await arm.list(definition_id + "/versions", GALLERY_API)]
             version = arm_id.get("versions") or self._version(spec, artifact, existing)
             if version in existing:
@@ -231,6 +223,36 @@ class AzureSharedImage:
             return source
         major = versioning.major if isinstance(versioning, LatestVersioning) else -1
         return next_version(existing, major)
+
+
+async def _lookup(
+    arm: ArmClient, spec: SharedImageDistributor, ctx: RunContext
+) -> tuple[ArmId, str, str, dict[str, Any] | None, dict[str, Any] | None]:
+    """Parse ``galleryImageId`` and fetch its gallery and definition; raise when missing (unless create_missing)."""
+    name = spec.run_output_name
+    arm_id = parse_arm_id(spec.gallery_image_id)
+    kinds = [k.lower() for k, _ in arm_id.segments] if arm_id else []
+    if arm_id is None or kinds not in (["galleries", "images"], ["galleries", "images", "versions"]):
+        raise UsageError(
+            f"{name}: galleryImageId must be …/galleries/<g>/images/<definition>[/versions/<v>]: "
+            f"{spec.gallery_image_id!r}"
+        )
+    gallery_id, definition_id = _prefix(arm_id, 1), _prefix(arm_id, 2)
+    gallery = await arm.get(gallery_id, GALLERY_API)
+    definition = await arm.get(definition_id, GALLERY_API) if gallery is not None else None
+    if definition is None and not ctx.options.create_missing:
+        if gallery is None:
+            raise DistributeError(
+                f"SharedImage {name}: gallery {gallery_id} does not exist; create it first "
+                f"(az sig create -g {arm_id.resource_group} -r {arm_id.get('galleries')}) "
+                f"or build with create_missing"
+            )
+        raise DistributeError(
+            f"SharedImage {name}: image definition {definition_id} does not exist; create it first "
+            f"(az sig image-definition create -g {arm_id.resource_group} -r {arm_id.get('galleries')} "
+            f"-i {arm_id.get('images')} …) or build with create_missing"
+        )
+    return arm_id, gallery_id, definition_id, gallery, definition
 
 
 async def _create_missing(
