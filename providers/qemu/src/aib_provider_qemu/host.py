@@ -2,8 +2,10 @@
 
 The base image is never written: the VM runs on a qcow2 overlay in the run's work directory (grown to
 ``osDiskSizeGB``), with ``additionalDataDisks`` as extra qcow2 disks, user-mode networking restricted to the guest
-(``restrict=on``) and one host port on 127.0.0.1 forwarded to the guest's SSH port. ``cloud-init`` images get a
-NoCloud seed with a fresh client key and pinned host keys; ``static`` images use the ``ssh_*`` settings.
+(``restrict=on``) and one host port on 127.0.0.1 forwarded to the guest's SSH port (Windows: its WinRM port).
+``cloud-init`` images get a NoCloud seed with a fresh client key and pinned host keys; ``static`` images use the
+``ssh_*`` settings. Windows images (:mod:`aib_provider_qemu.windows`) get a cloudbase-init config drive creating the
+build user with a per-build password, or use the ``winrm_*`` settings.
 Leaving :meth:`QemuBuildHost.start`'s context stops QEMU and removes every file it made (unless ``keep()``),
 shielded from cancellation and bounded in time.
 """
@@ -23,12 +25,13 @@ import anyio
 import anyio.to_thread
 
 from aib_provider_qemu import accel as accel_mod
-from aib_provider_qemu import seed, vmsizes
+from aib_provider_qemu import seed, vmsizes, windows
 from aib_provider_qemu.machine import QemuMachine
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.communicators.ssh import SshCommunicator
+from aib_sdk.communicators.winrm import WinRMCommunicator
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildHostError, CommunicatorError
@@ -81,9 +84,19 @@ def qemu_command(
     pidfile: Path,
     port: int,
     name: str,
+    guest_port: int | None = None,
     ovmf_vars: Path | None = None,
+    nic_model: str | None = None,
 ) -> list[str]:
-    """The QEMU command line of a build VM (daemonized; serial to a file; QMP on a unix socket)."""
+    """The QEMU command line of a build VM (daemonized; serial to a file; QMP on a unix socket).
+
+    Linux guests forward ``port`` to the guest's SSH port over a virtio NIC. Windows guests forward it to WinRM
+    (5985, or 5986 with ``guest_port``), use ``nic_model`` (default e1000: no drivers needed), keep the RTC in local
+    time as Windows expects, and read the seed from an AHCI CD-ROM. Credentials never appear here.
+    """
+    is_windows = image.os_type == "Windows"
+    guest_port = guest_port or (windows.WINRM_HTTP_PORT if is_windows else 22)
+    model = nic_model or ("e1000" if is_windows else "virtio-net-pci")
     args = [
         binary,
         "-name",
@@ -112,14 +125,19 @@ def qemu_command(
     args += _drive_args(image.disk_interface, "os", overlay, "qcow2", "aib-os")
     for index, disk in enumerate(data_disks):
         args += _drive_args("virtio", f"data{index}", disk, "qcow2", f"aib-data{index}")
-    if seed_iso is not None:
+    if seed_iso is not None and is_windows:
+        args += [
+            "-drive",
+            f"if=none,id=seed,file={seed_iso},format=raw,media=cdrom,readonly=on",
+            "-device",
+            "ide-cd,drive=seed,bus=ide.1",
+        ]
+    elif seed_iso is not None:
         args += _drive_args("virtio", "seed", seed_iso, "raw", "aib-seed", readonly=True)
-    args += [
-        "-nic",
-        f"user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22",
-        "-device",
-        "virtio-rng-pci",
-    ]
+    args += ["-nic", f"user,restrict=on,model={model},hostfwd=tcp:127.0.0.1:{port}-:{guest_port}"]
+    if is_windows:
+        args += ["-rtc", "base=localtime,clock=host"]
+    args += ["-device", "virtio-rng-pci"]
     if image.kernel is not None:
         args += ["-kernel", str(image.kernel.absolute())]
         if image.initrd is not None:
@@ -161,6 +179,7 @@ def _read_host_key_setting(value: str) -> list[str]:
 
 def _check_protocols() -> None:  # static conformance checks for mypy
     _c: type[Communicator] = SshCommunicator
+    _w: type[Communicator] = WinRMCommunicator
 
 
 class QemuBuildHost:
@@ -179,8 +198,6 @@ class QemuBuildHost:
     @asynccontextmanager
     async def _run(self, image: DiskImage, vm: VmRequest, ctx: RunContext) -> AsyncIterator[QemuMachine]:
         settings = QemuSettings.from_config(ctx.config)
-        if image.os_type != "Linux":
-            raise BuildHostError("the QEMU build host reaches Linux guests over SSH only; Windows needs WinRM")
         if shutil.which(settings.binary) is None:
             raise BuildHostError(f"{settings.binary} not found: install qemu-system-x86 (Debian) or QEMU")
         vm_id = f"vm-{uuid.uuid4().hex[:10]}"
@@ -189,7 +206,13 @@ class QemuBuildHost:
         socket_dir = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="aib-qemu-")))
         machine: QemuMachine | None = None
         try:
-            communicator, seed_iso, client_key, known_hosts = await self._access(image, ctx, settings, directory)
+            winrm: windows.WinRMAccess | None = None
+            if image.os_type == "Windows":
+                winrm, seed_iso = await self._windows_access(image, ctx, settings, directory)
+                communicator: SshCommunicator | WinRMCommunicator = windows.communicator(winrm, 0)
+                client_key = known_hosts = None
+            else:
+                communicator, seed_iso, client_key, known_hosts = await self._access(image, ctx, settings, directory)
             machine = QemuMachine(
                 image=image,
                 ctx=ctx,
@@ -200,6 +223,7 @@ class QemuBuildHost:
                 communicator=communicator,
                 client_key_file=client_key,
                 known_hosts_file=known_hosts,
+                winrm=winrm,
             )
             try:
                 async with anyio.create_task_group() as tg:
@@ -256,6 +280,19 @@ class QemuBuildHost:
         comm = SshCommunicator(username=settings.build_user, client_keys=[keys.client], host_keys=keys.host_public)
         return comm, seed_iso, client_key, None
 
+    async def _windows_access(
+        self, image: DiskImage, ctx: RunContext, settings: QemuSettings, directory: Path
+    ) -> tuple[windows.WinRMAccess, Path | None]:
+        """WinRM credentials and, for cloudbase-init images, the config drive that creates the build user."""
+        if image.access == "static":
+            return await windows.static_access(settings), None
+        access = windows.seeded_access(settings)
+        seed_iso = directory / "seed.iso"
+        await windows.write_seed(
+            seed_iso, user=access.username, password=access.password, instance_id=f"aib-{ctx.run_id}"
+        )
+        return access, seed_iso
+
     async def _boot(self, machine: QemuMachine, vm: VmRequest, seed_iso: Path | None, tg: anyio.abc.TaskGroup) -> None:
         image, ctx, settings = machine.image, machine.ctx, machine.settings
         base_info = await disks.info(image.path, image.format)
@@ -297,6 +334,13 @@ class QemuBuildHost:
         if cap and settings.memory_mib is None and shape.memory_mib > cap:
             # Under TCG the guest kernel initializes its memory map slowly: every GiB more slows the boot.
             shape = vmsizes.VmShape(shape.cpus, cap)
+        if image.os_type == "Windows" and image.disk_interface in ("virtio", "scsi"):
+            ctx.log(
+                "qemu",
+                f"Windows guest on a {image.disk_interface} disk: the image must carry the virtio-win storage driver "
+                '(else use "diskInterface": "ide", an AHCI disk Windows drives natively)',
+                "info",
+            )
         ctx.log("qemu", f"booting {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB)", "info")
         pidfile = machine.directory / "qemu.pid"
         for attempt in range(5):
@@ -315,7 +359,10 @@ class QemuBuildHost:
                 pidfile=pidfile,
                 port=port,
                 name=f"aib-{machine.directory.name}",
+                guest_port=machine.winrm.guest_port if machine.winrm is not None else None,
                 ovmf_vars=ovmf_vars,
+                nic_model=image.attributes.get("nic_model")
+                or (settings.windows_nic_model if image.os_type == "Windows" else None),
             )
             result = await anyio.run_process(args, check=False)
             if result.returncode == 0:
@@ -326,12 +373,19 @@ class QemuBuildHost:
             raise BuildHostError(f"QEMU failed to start: {err or f'exit code {result.returncode}'}")
         machine.port = port
         machine.pid = int((await anyio.Path(pidfile).read_text()).strip())
-        machine.communicator.port = port
-        known = machine.directory / "known_hosts"
-        await anyio.Path(known).write_text(
-            "".join(f"[127.0.0.1]:{port} {key}\n" for key in machine.communicator.pinned_host_keys)
-        )
-        machine.known_hosts_file = known
+        if machine.winrm is not None:
+            machine.communicator = windows.communicator(machine.winrm, port)
+        else:
+            assert isinstance(machine.communicator, SshCommunicator)
+            machine.communicator.port = port
+            known = machine.directory / "known_hosts"
+            await anyio.Path(known).write_text(
+                "".join(f"[127.0.0.1]:{port} {key}\n" for key in machine.communicator.pinned_host_keys)
+            )
+            machine.known_hosts_file = known
         tg.start_soon(machine.follow_serial)
-        await machine.wait_ready(settings.boot_timeout)
+        await machine.wait_ready(settings.windows_boot_timeout if machine.winrm is not None else settings.boot_timeout)
+        if machine.winrm is not None and seed_iso is not None:
+            # The guest has read it: the only on-disk copy of the password goes (QEMU keeps its open handle).
+            await anyio.Path(seed_iso).unlink(missing_ok=True)
         ctx.log("qemu", f"guest ready on 127.0.0.1:{port}", "info")

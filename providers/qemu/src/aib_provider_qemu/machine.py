@@ -1,7 +1,8 @@
-"""One running build VM: a daemonized QEMU over a qcow2 overlay, its serial console, QMP socket and SSH."""
+"""One running build VM: a daemonized QEMU over a qcow2 overlay, its serial console, QMP socket and SSH or WinRM."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import signal
@@ -12,11 +13,12 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from aib_provider_qemu import process
+from aib_provider_qemu import process, windows
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import Artifact, DiskImage
 from aib_sdk.communicators.ssh import HostKeyMismatch, SshCommunicator
+from aib_sdk.communicators.winrm import AuthenticationError, WinRMCommunicator
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildHostError, CommunicatorError
 from aib_sdk.events import LogLine
@@ -35,7 +37,7 @@ class QemuMachine:
     directory: Path
     socket_dir: Path
     overlay: Path
-    communicator: SshCommunicator
+    communicator: SshCommunicator | WinRMCommunicator
     client_key_file: Path | None = None
     known_hosts_file: Path | None = None
     pid: int | None = None
@@ -44,6 +46,8 @@ class QemuMachine:
     ready: anyio.Event = field(default_factory=anyio.Event)
     stopped: bool = False
     kept: bool = False
+    winrm: windows.WinRMAccess | None = None
+    """Windows guests: the WinRM credentials (the password is never logged; ``keep()`` stores it 0600)."""
 
     @property
     def qmp_socket(self) -> Path:
@@ -87,7 +91,10 @@ class QemuMachine:
     # Readiness ----------------------------------------------------------------------------------------------
 
     async def wait_ready(self, timeout: float) -> None:
-        """Wait for the readiness line (if the image prints one) and a working SSH login."""
+        """Wait for the readiness line (if the image prints one) and a working SSH login (or WinRM command)."""
+        if isinstance(self.communicator, WinRMCommunicator):
+            await self._wait_winrm(self.communicator, timeout)
+            return
         with anyio.move_on_after(timeout):
             if self.image.attributes.get("ready_line"):
                 while not self.ready.is_set():
@@ -107,6 +114,16 @@ class QemuMachine:
                     await anyio.sleep(0.5)
         raise BuildHostError(f"the build VM did not become reachable over SSH within {timeout:.0f}s{self.tail_text()}")
 
+    async def _wait_winrm(self, comm: WinRMCommunicator, timeout: float) -> None:
+        try:
+            await windows.wait_ready(comm, timeout, self._check_running)
+        except AuthenticationError as exc:
+            raise BuildHostError(f"WinRM refused the build credentials: {exc}{self.tail_text()}") from exc
+        except CommunicatorError as exc:
+            raise BuildHostError(
+                f"the build VM did not become reachable over WinRM within {timeout:.0f}s: {exc}{self.tail_text()}"
+            ) from exc
+
     def _check_running(self) -> None:
         if not self.alive():
             raise BuildHostError(f"QEMU exited while the guest was booting{self.tail_text()}")
@@ -114,8 +131,9 @@ class QemuMachine:
     # Machine protocol ---------------------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        """Power off from inside (``sync; poweroff``), then ACPI via QMP, then kill as a last resort."""
-        command = self.image.attributes.get("poweroff_command", DEFAULT_POWEROFF)
+        """Power off from inside (``sudo poweroff``; Windows: ``shutdown /s``), then ACPI via QMP, then kill."""
+        default = windows.DEFAULT_POWEROFF if self.image.os_type == "Windows" else DEFAULT_POWEROFF
+        command = self.image.attributes.get("poweroff_command", default)
         if self.alive():
             try:
                 await self.communicator.run(command, timeout=30)
@@ -179,15 +197,36 @@ class QemuMachine:
             self.directory.rename(target)
             self.directory = target
             self.kept = True
+        stop = (
+            f"(QEMU pid {self.pid}, QMP socket {self.qmp_socket}; "
+            f"stop it with: kill {self.pid}; rm -r {self.socket_dir})"
+        )
+        if self.winrm is not None:
+            return f"{self._winrm_access_text(target)}   {stop}"
         key = target / "id_ed25519"
         known = target / "known_hosts"
         ssh = ["ssh", "-p", str(self.port), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
         if key.exists():
             ssh += ["-i", str(key)]
-        ssh.append(f"{self.communicator.username}@127.0.0.1")
+        user = self.communicator.username if isinstance(self.communicator, SshCommunicator) else ""
+        ssh.append(f"{user}@127.0.0.1")
+        return f"{shlex.join(ssh)}   {stop}"
+
+    def _winrm_access_text(self, directory: Path) -> str:
+        """How to reach a kept Windows VM; a generated password goes to a 0600 file (never into the text)."""
+        assert self.winrm is not None
+        if self.winrm.generated:
+            secret = directory / windows.PASSWORD_FILE
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.winrm.password + "\n")
+            where = f"password in {secret} (mode 0600)"
+        else:
+            where = "password: the qemu provider's winrm_password / winrm_password_file setting"
+        scheme = "https" if self.winrm.transport == "basic-https" else "http"
         return (
-            f"{shlex.join(ssh)}   (QEMU pid {self.pid}, QMP socket {self.qmp_socket}; "
-            f"stop it with: kill {self.pid}; rm -r {self.socket_dir})"
+            f"WinRM {scheme}://127.0.0.1:{self.port}/wsman ({self.winrm.transport}), "
+            f"user {self.winrm.username}, {where}"
         )
 
     # Teardown -----------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ def _float(section: dict[str, Any], key: str, default: float) -> float:
         raise UsageError(f"[qemu] {key} must be a number of seconds, not {value!r}") from exc
 
 
+def _path(section: dict[str, Any], key: str) -> Path | None:
+    value = section.get(key)
+    return Path(str(value)).expanduser() if value else None
+
+
 @dataclass(frozen=True)
 class QemuSettings:
     """Settings of the QEMU build host.
@@ -44,6 +50,12 @@ class QemuSettings:
     - ``boot_timeout``/``shutdown_timeout``: seconds.
     - ``tcg_memory_cap_mib``: without KVM, memory above this (default 2048 MiB) only slows the boot, so
       ``vmSize`` memory is capped to it (``memory_mib`` still sets any size; 0 turns the cap off).
+    - Windows guests: ``windows_build_user`` (default ``aib``) is the administrator the cloudbase-init seed creates
+      with a fresh password per build; ``static`` Windows images use ``winrm_user`` with ``winrm_password`` or
+      ``winrm_password_file``, ``winrm_transport`` (``ntlm``: NTLM-sealed HTTP on 5985; ``basic-https``: Basic over
+      HTTPS on 5986) and ``winrm_cert_thumbprint``/``winrm_ca_bundle`` to verify the guest's certificate.
+      ``windows_nic_model`` (default ``e1000``, which Windows drives without extra drivers);
+      ``windows_boot_timeout`` (default 1800 s: a first boot of Windows under TCG runs OOBE and cloudbase-init).
     """
 
     binary: str = "qemu-system-x86_64"
@@ -57,6 +69,15 @@ class QemuSettings:
     boot_timeout: float = 300.0
     shutdown_timeout: float = 120.0
     tcg_memory_cap_mib: int = 2048
+    windows_build_user: str = "aib"
+    winrm_user: str | None = None
+    winrm_password: str | None = field(default=None, repr=False)
+    winrm_password_file: Path | None = None
+    winrm_transport: str = "ntlm"
+    winrm_cert_thumbprint: str | None = None
+    winrm_ca_bundle: Path | None = None
+    windows_nic_model: str = "e1000"
+    windows_boot_timeout: float = 1800.0
 
     @classmethod
     def from_config(cls, config: Config) -> QemuSettings:
@@ -65,6 +86,12 @@ class QemuSettings:
         if accel not in ("auto", "kvm", "tcg"):
             raise UsageError(f"[qemu] accel must be auto, kvm or tcg, not {accel!r}")
         key = s.get("ssh_private_key")
+        transport = str(s.get("winrm_transport") or "ntlm").lower()
+        if transport not in ("ntlm", "basic-https"):
+            raise UsageError(f"[qemu] winrm_transport must be ntlm or basic-https, not {transport!r}")
+        nic = str(s.get("windows_nic_model") or "e1000")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", nic):
+            raise UsageError(f"[qemu] windows_nic_model must be a QEMU NIC model name, not {nic!r}")
         return cls(
             binary=str(s.get("binary") or "qemu-system-x86_64"),
             accel=accel,
@@ -77,4 +104,13 @@ class QemuSettings:
             boot_timeout=_float(s, "boot_timeout", 300.0),
             shutdown_timeout=_float(s, "shutdown_timeout", 120.0),
             tcg_memory_cap_mib=2048 if _int(s, "tcg_memory_cap_mib") is None else int(s["tcg_memory_cap_mib"]),
+            windows_build_user=str(s.get("windows_build_user") or "aib"),
+            winrm_user=s.get("winrm_user") or None,
+            winrm_password=s.get("winrm_password") or None,
+            winrm_password_file=_path(s, "winrm_password_file"),
+            winrm_transport=transport,
+            winrm_cert_thumbprint=s.get("winrm_cert_thumbprint") or None,
+            winrm_ca_bundle=_path(s, "winrm_ca_bundle"),
+            windows_nic_model=nic,
+            windows_boot_timeout=_float(s, "windows_boot_timeout", 1800.0),
         )
