@@ -290,7 +290,7 @@ class SshCommunicator:
         last_error: Exception | None = None
         while (left := deadline - time.monotonic()) > 0:
             try:
-                await self.connect(timeout=min(10.0, max(1.0, left)))
+                await self.connect(timeout=min(5.0, max(1.0, left)))  # short tries: a hung handshake costs little
                 current = await self.boot_id()
             except HostKeyMismatch:
                 raise
