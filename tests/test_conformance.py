@@ -14,8 +14,16 @@ from aib_sdk.models.loader import read_json_file, validate_document
 from aib_sdk.plugins.manager import PluginManager
 
 CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "conformance" / "aib-templates"
-TEMPLATES = sorted((CORPUS / "templates").glob("*.json"))
-EXPECTED_ERRORS = sorted((CORPUS / "expected-errors").glob("*.json"))
+
+
+def _corpus(folder: str) -> list[Path]:
+    """The corpus files in ``folder``; a missing corpus gives one path that does not exist, so its test fails
+    (an empty parameter list would only be skipped)."""
+    return sorted((CORPUS / folder).glob("*.json")) or [CORPUS / folder / "missing-corpus.json"]
+
+
+TEMPLATES = _corpus("templates")
+EXPECTED_ERRORS = _corpus("expected-errors")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +33,7 @@ def plugins() -> PluginManager:
 
 def test_corpus_is_present() -> None:
     assert len(TEMPLATES) >= 100, f"conformance corpus not found under {CORPUS}"
-    assert EXPECTED_ERRORS
+    assert all(p.is_file() for p in EXPECTED_ERRORS), f"no expected-errors under {CORPUS}"
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=[p.name for p in TEMPLATES])

@@ -232,9 +232,9 @@ def _loadable_plugins() -> tuple[PluginManager, dict[str, str]]:
     from importlib.metadata import entry_points
 
     from aib_sdk.plugins import PROJECT
-    from aib_sdk.plugins.manager import PluginManager
+    from aib_sdk.plugins.manager import PluginManager, disabled_by_env
 
-    disabled = {p.strip() for p in os.environ.get("AIB_DISABLE_PLUGINS", "").split(",") if p.strip()}
+    disabled = disabled_by_env()
     broken: dict[str, str] = {}
     for ep in entry_points(group=PROJECT):
         if ep.name in disabled:

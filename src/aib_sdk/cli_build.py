@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from aib_sdk.cli import err, issue_line, out, unwrap
-from aib_sdk.cli_args import parse_map_uri, parse_params, parse_source, parse_timeout
+from aib_sdk.cli_args import parse_map_uri, parse_params, parse_timeout
 from aib_sdk.cli_progress import make_display
 from aib_sdk.context import Staging
 from aib_sdk.errors import TemplateError, UsageError
@@ -46,7 +46,7 @@ async def make_options(args: argparse.Namespace, plugins: PluginManager, config:
     return BuildOptions(
         params=parse_params(args.param),
         profile=args.profile,
-        source=await parse_source(args.source) if args.source else None,
+        source=args.source,  # the Builder reads it as --source text (JSON, disk URL or path)
         uri_map=parse_map_uri(args.map_uri),
         timeout=parse_timeout(args.timeout) if args.timeout else None,
         resource=args.resource,

@@ -114,8 +114,7 @@ class RunFinished(_Event):
 
 
 Event = Annotated[
-    RunStarted | PhaseChanged | StepStarted | StepFinished | LogLine | Progress | TargetStatus | Warning
-    | RunFinished,
+    RunStarted | PhaseChanged | StepStarted | StepFinished | LogLine | Progress | TargetStatus | Warning | RunFinished,
     Discriminator("kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -41,7 +41,7 @@ def profile_table(name: str, config: Config) -> dict[str, Any]:
         )
     redirect = table.get("redirect_arm_ids")
     if redirect not in (None, "local"):
-        raise UsageError(f"[profiles.{name}] redirect_arm_ids must be \"local\", not {redirect!r}")
+        raise UsageError(f'[profiles.{name}] redirect_arm_ids must be "local", not {redirect!r}')
     return table
 
 

@@ -114,9 +114,7 @@ class BuildHost(Protocol):
         """Whether this host can run here (binaries present, credentials configured)."""
         ...
 
-    def start(
-        self, image: DiskImage, vm: VmRequest, ctx: RunContext
-    ) -> AbstractAsyncContextManager[Machine]:
+    def start(self, image: DiskImage, vm: VmRequest, ctx: RunContext) -> AbstractAsyncContextManager[Machine]:
         """Boot ``image`` (never modifying it) and yield a ready :class:`Machine`."""
         ...
 

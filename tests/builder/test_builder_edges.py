@@ -222,7 +222,6 @@ async def test_on_event_errors_do_not_break_the_build(aib_plugins, aib_home: Con
     assert calls[0] == "run-started" and calls[-1] == "run-finished"
 
 
-
 async def test_a_failed_preflight_fails_before_booting(aib_home: Config):
     class Refusing:
         type_name: ClassVar[str] = "FakeTarget"

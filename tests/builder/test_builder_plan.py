@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aib_sdk.builder.plan import make_plan, source_override
+from aib_sdk.builder.plan import make_plan
 from aib_sdk.errors import TemplateError, UsageError
 from aib_sdk.options import BuildOptions
 from aib_sdk.testing.fakes import fake_template
@@ -15,15 +15,24 @@ from aib_sdk.testing.fakes import fake_template
 pytestmark = pytest.mark.anyio
 
 
-def test_source_override_forms(tmp_path: Path):
-    assert source_override(None) is None
-    assert source_override({"type": "FakeImage"}) == {"type": "FakeImage"}
-    assert source_override('{"type": "FakeImage", "version": "2"}') == {"type": "FakeImage", "version": "2"}
+async def test_source_option_forms(aib_plugins, aib_home, tmp_path: Path):
+    """``BuildOptions.source`` takes what ``--source`` takes: a spec, JSON text, a disk path or a disk URL."""
+
+    async def source(value: object) -> object:
+        options = BuildOptions(config=aib_home, plugins=aib_plugins, source=value)  # type: ignore[arg-type]
+        return (await make_plan(fake_template(steps=0), options)).source_spec
+
+    assert (await source({"type": "FakeImage", "version": "2"})).version == "2"  # type: ignore[attr-defined]
+    assert (await source('{"type": "FakeImage", "version": "3"}')).version == "3"  # type: ignore[attr-defined]
     disk = tmp_path / "base.qcow2"
-    assert source_override(disk) == {"type": "DiskImage", "uri": disk.as_uri()}
-    assert source_override("https://127.0.0.1/x.qcow2") == {"type": "DiskImage", "uri": "https://127.0.0.1/x.qcow2"}
-    with pytest.raises(UsageError):
-        source_override("{not json")
+    disk.write_bytes(b"")
+    # A disk becomes a DiskImage spec (its type belongs to the qemu provider, not installed here).
+    with pytest.raises(TemplateError, match='unknown source type "DiskImage"'):
+        await source(disk)
+    with pytest.raises(UsageError, match="not valid JSON"):
+        await source("{not json")
+    with pytest.raises(UsageError, match="no such disk file"):
+        await source(tmp_path / "missing.qcow2")
 
 
 async def test_names_timeouts_and_source_replacement(aib_plugins, aib_home, tmp_path: Path):
@@ -48,11 +57,11 @@ async def test_names_timeouts_and_source_replacement(aib_plugins, aib_home, tmp_
 
 async def test_errors_before_starting(aib_plugins, aib_home, tmp_path: Path):
     options = BuildOptions(config=aib_home, plugins=aib_plugins)
-    with pytest.raises(UsageError, match="cannot read template"):
+    with pytest.raises(UsageError, match="cannot read "):
         await make_plan(tmp_path / "missing.json", options)
     broken = tmp_path / "broken.json"
     broken.write_text("{ nope")
-    with pytest.raises(TemplateError, match="not valid JSON"):
+    with pytest.raises(TemplateError, match="invalid JSON at line 1"):
         await make_plan(broken, options)
     unknown = fake_template(steps=0)
     unknown["distribute"] = [{"type": "VHD", "runOutputName": "v", "uri": "gopher://nowhere/x.vhd"}]

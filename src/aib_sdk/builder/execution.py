@@ -413,27 +413,24 @@ class Execution:
         if not targets:
             return
         self.activity = f"checking {len(targets)} distribution target(s)"
-        errors: dict[str, str] = {}
+        refused: list[str] = []
 
         async def check(target: TargetPlan) -> None:
             try:
                 await target.distributor().preflight(target.spec, image, self.ctx)  # type: ignore[attr-defined]
             except Exception as exc:
-                errors[target.run_output_name] = _describe(exc)
+                name, message = target.run_output_name, _describe(exc)
+                refused.append(f"{name}: {message}")
+                self.outputs[name] = RunOutput(name, provisioning_state="Failed", error=message)
+                self.output_types[name] = target.type_name
+                self.emit(TargetStatus(run_output_name=name, type=target.type_name, state="Failed", message=message))
 
         async with anyio.create_task_group() as tg:
             for target in targets:
                 tg.start_soon(check, target)
-        if errors:
-            for target in targets:
-                name, message = target.run_output_name, errors.get(target.run_output_name)
-                if message is None:
-                    continue
-                self.outputs[name] = RunOutput(name, provisioning_state="Failed", error=message)
-                self.output_types[name] = target.type_name
-                self.emit(TargetStatus(run_output_name=name, type=target.type_name, state="Failed", message=message))
-            summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
-            raise DistributeError(f"{len(errors)} target(s) cannot be published, nothing was built: {summary}")
+        if refused:
+            summary = "; ".join(refused)
+            raise DistributeError(f"{len(refused)} target(s) cannot be published, nothing was built: {summary}")
 
     async def _distribute(self, artifact: Artifact, validation_error: StepError | None) -> None:
         targets = self.plan.targets

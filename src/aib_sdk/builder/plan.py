@@ -6,7 +6,6 @@ Any problem here is the caller's (:class:`TemplateError`/:class:`UsageError`) an
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +15,14 @@ import anyio
 from pydantic import BaseModel
 
 from aib_sdk.config import Config
-from aib_sdk.errors import Issue, TemplateError, UsageError
-from aib_sdk.models.loader import LoadedTemplate, Unresolved, load_template
+from aib_sdk.errors import UsageError
+from aib_sdk.models.loader import LoadedTemplate, Unresolved, load_template, read_json_file
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.profiles import apply_profile_options
 from aib_sdk.protocols import BuildHost, Customizer, Distributor, Source
+from aib_sdk.source_spec import parse_source
 
 TemplateInput = str | Path | Mapping[str, Any] | LoadedTemplate
 DEFAULT_TIMEOUT_MINUTES = 240
@@ -92,24 +92,6 @@ class Plan:
         return handling.on_validation_error if handling else "cleanup"
 
 
-def source_override(value: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any] | None:
-    """``--source``: a JSON spec (mapping or JSON text) as is, or a disk path as a ``DiskImage`` spec."""
-    if value is None or isinstance(value, Mapping):
-        return value
-    text = str(value).strip()
-    if text.startswith("{"):
-        try:
-            parsed = json.loads(text)
-        except ValueError as exc:
-            raise UsageError(f"--source is not valid JSON: {exc}") from exc
-        if not isinstance(parsed, dict):
-            raise UsageError("--source must be a JSON object or a disk path")
-        return parsed
-    if "://" in text:
-        return {"type": "DiskImage", "uri": text}
-    return {"type": "DiskImage", "uri": Path(text).expanduser().resolve().as_uri()}
-
-
 class MissingParamsError(UsageError):
     """A run needs parameters the caller did not give; ``names`` lists every one of them."""
 
@@ -139,23 +121,11 @@ def missing_params_error(unresolved: list[Unresolved]) -> MissingParamsError:
     return MissingParamsError("\n".join(lines), list(names))
 
 
-async def read_template_file(path: Path) -> Any:
-    """Read and parse a JSON template file (worker thread)."""
-    try:
-        text = await anyio.Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise UsageError(f"cannot read template {path}: {exc.strerror or exc}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TemplateError([Issue("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from exc
-
-
 async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     """Read, check and route ``template``; raise :class:`TemplateError`/:class:`UsageError` on any problem."""
     config = options.config
     if config is None:
-        config = await anyio.to_thread.run_sync(_load_config)
+        config = await anyio.to_thread.run_sync(Config.load)
     options, rewrite = apply_profile_options(options, config)
     plugins = options.plugins or PluginManager()
     await anyio.to_thread.run_sync(lambda: plugins.registry)  # loads entry points off the event loop
@@ -165,7 +135,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     else:
         if isinstance(template, str | Path):
             file = Path(template).expanduser()
-            doc: Any = await read_template_file(file)
+            doc: Any = await anyio.to_thread.run_sync(read_json_file, file)
         else:
             doc = dict(template)
         loaded = load_template(
@@ -174,7 +144,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
             params=options.params,
             resource=options.resource,
             profile=rewrite,
-            source=source_override(options.source),
+            source=await _source_spec(options.source),
         )
     unresolved = loaded.unresolved_used()
     if unresolved:
@@ -211,8 +181,11 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     return plan
 
 
-def _load_config() -> Config:
-    return Config.load()
+async def _source_spec(value: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any] | None:
+    """``BuildOptions.source``: a spec as is; JSON text or a disk path/URL read as ``aib build --source`` reads it."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    return await parse_source(str(value))
 
 
 def _step(plugins: PluginManager, spec: BaseModel) -> StepPlan:

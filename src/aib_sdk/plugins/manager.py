@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 BUILTIN_PLUGIN = "aib-sdk"
 
 
+def disabled_by_env() -> set[str]:
+    """The entry-point names blocked by the comma-separated ``AIB_DISABLE_PLUGINS``."""
+    return {p.strip() for p in os.environ.get("AIB_DISABLE_PLUGINS", "").split(",") if p.strip()}
+
+
 class PluginManager:
     """Holds the plugins of one embedding; nothing here is global.
 
@@ -39,9 +44,7 @@ class PluginManager:
     ) -> None:
         self._pm = pluggy.PluginManager(PROJECT)
         self._pm.add_hookspecs(hookspecs)
-        if disabled is None:
-            disabled = [p.strip() for p in os.environ.get("AIB_DISABLE_PLUGINS", "").split(",") if p.strip()]
-        self.disabled = set(disabled)
+        self.disabled = disabled_by_env() if disabled is None else set(disabled)
         for name in self.disabled:
             self._pm.set_blocked(name)
         self._want_entry_points = entry_points
@@ -167,8 +170,11 @@ class PluginManager:
                 return cls
         raise UsageError(
             f"no installed provider publishes {name} target {_describe(spec)}"
-            + (f" (installed for {name}: {', '.join(self.registry.owner[c] for c in candidates)})" if candidates
-               else "")
+            + (
+                f" (installed for {name}: {', '.join(self.registry.owner[c] for c in candidates)})"
+                if candidates
+                else ""
+            )
         )
 
     def customizer(self, type_name: str) -> type[Customizer]:
@@ -194,8 +200,11 @@ class PluginManager:
                 return host
         raise UsageError(
             "no build host can run here"
-            + (f" (installed: {', '.join(hosts)}; none is available)" if hosts
-               else "; install one, e.g. aib-provider-qemu")
+            + (
+                f" (installed: {', '.join(hosts)}; none is available)"
+                if hosts
+                else "; install one, e.g. aib-provider-qemu"
+            )
         )
 
 

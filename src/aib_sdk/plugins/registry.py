@@ -58,9 +58,7 @@ class Registry:
     def add_named(self, table: dict[str, Any], what: str, cls: Any, name: str, plugin: str) -> None:
         existing = table.get(name)
         if existing is not None and existing is not cls:
-            raise PluginError(
-                f"duplicate {what} {name!r}: provided by {self.owner.get(existing, '?')} and {plugin}"
-            )
+            raise PluginError(f"duplicate {what} {name!r}: provided by {self.owner.get(existing, '?')} and {plugin}")
         table[name] = cls
         self.owner[cls] = plugin
 
