@@ -60,6 +60,8 @@ class Artifact:
     """The base image this artifact was built from: its boot facts (direct kernel boot, disk interface, access)
     still apply to the artifact, so a gallery that stores it can boot it again as a source."""
     conversions: dict[str, Path] = field(default_factory=dict)
+    digests: dict[Path, str] = field(default_factory=dict)
+    """sha256 of the artifact's files (itself and its conversions), filled by :func:`aib_sdk.disks.artifact_sha256`."""
 
 
 ProvisioningState = Literal["Succeeded", "Failed", "Running", "Canceled"]

@@ -14,6 +14,8 @@ API (signatures are the contract):
   is ``"qcow2" | "qcow2-zstd" | "qcow2-zlib" | "raw" | "vhd" (fixed, 1 MiB aligned, Azure rules) | "vhd-dynamic"
   | "vmdk"``
 - ``async def sha256_file(path: Path, on_progress: ProgressHandler | None = None) -> str``
+- ``async def artifact_sha256(artifact: Artifact, path: Path, on_progress=None) -> str``: the digest of the artifact
+  or one of its conversions, hashed once per run however many targets ask
 - ``async def copy_sparse(src: Path, dst: Path, *, on_progress: ProgressHandler | None = None) -> None`` (copies
   only the data extents of ``src``: holes stay holes; fsyncs ``dst``)
 
@@ -308,6 +310,17 @@ def round_up_mib(size: int) -> int:
 async def _remove(path: Path) -> None:
     with anyio.CancelScope(shield=True):
         await anyio.Path(path).unlink(missing_ok=True)
+
+
+async def artifact_sha256(artifact: Artifact, path: Path, on_progress: ProgressHandler | None = None) -> str:
+    """sha256 of ``path`` (the artifact or one of its conversions), computed once and cached on the artifact."""
+    if path == artifact.path and artifact.sha256:
+        return artifact.sha256.lower()
+    async with _lock_for(artifact, f"sha256:{path}"):
+        cached = artifact.digests.get(path)
+        if cached is None:
+            cached = artifact.digests[path] = await sha256_file(path, on_progress)
+        return cached
 
 
 async def converted(

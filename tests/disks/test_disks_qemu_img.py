@@ -235,3 +235,21 @@ async def test_two_artifacts_with_one_name_do_not_collide(run_ctx, sample_raw) -
     a = await disks.converted(first, "qcow2", run_ctx)
     b = await disks.converted(second, "qcow2", run_ctx)
     assert a != b and a.exists() and b.exists()
+
+
+@pytest.mark.anyio
+async def test_artifact_sha256_hashes_each_file_once(tmp_path: Path) -> None:
+    import hashlib
+
+    from aib_sdk import disks
+    from aib_sdk.artifacts import Artifact
+
+    path = tmp_path / "disk.raw"
+    path.write_bytes(b"abc" * 1000)
+    artifact = Artifact(path=path, format="raw", virtual_size=3000)
+    calls: list[int] = []
+    digests = [await disks.artifact_sha256(artifact, path, lambda done, total: calls.append(done)) for _ in range(3)]
+    assert digests == [hashlib.sha256(b"abc" * 1000).hexdigest()] * 3
+    assert calls and calls[-1] == 3000 and calls.count(3000) == 1  # hashed on the first call only
+    known = Artifact(path=path, format="raw", virtual_size=3000, sha256="AB" * 32)
+    assert await disks.artifact_sha256(known, path) == "ab" * 32

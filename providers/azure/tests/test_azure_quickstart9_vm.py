@@ -12,25 +12,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
-from aib_provider_azure import StaticTokenCredential
-from aib_provider_azure import hooks as azure_hooks
-from aib_provider_azure.settings import AzureSettings
-from aib_provider_azure.sharedkey import SharedKeyAuth
-from aib_provider_qemu import hooks as qemu_hooks  # the test suite installs every provider
 from aib_sdk.builder import Builder
-from aib_sdk.config import Config
 from aib_sdk.events import TargetStatus
 from aib_sdk.fetch import apply_uri_map
 from aib_sdk.models.loader import read_json_file, validate_document
-from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.routing import local_file_path
 from aib_sdk.testing.fixtures_vm import read_ext4_file
@@ -52,8 +43,7 @@ ORIGINAL = (
 )
 
 SUB, RG, GALLERY, IMAGE, OUTPUT = "0000-1111", "aibrg", "aibgal", "tiny", "sigOutput"
-GALLERY_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/galleries/{GALLERY}"
-DEFINITION = f"{GALLERY_ID}/images/{IMAGE}"
+DEFINITION = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/galleries/{GALLERY}/images/{IMAGE}"
 PARAMS = {
     "subscriptionID": SUB,
     "rgName": RG,
@@ -122,51 +112,18 @@ def test_copy_differs_from_the_original_only_where_documented() -> None:
 @pytest.mark.vm
 @pytest.mark.timeout(1200)
 async def test_quickstart_9_publishes_to_target_regions(
-    azurite, arm, azure_config, tmp_path: Path, tiny_guest_source, tiny_guest_cache: Path
+    arm, add_gallery, version_puts, vm_build_options, tmp_path: Path
 ) -> None:
-    arm.add(GALLERY_ID, {"location": "eastus"})
-    arm.add(DEFINITION, {"location": "eastus", "properties": {"osType": "Linux", "osState": "Generalized"}})
-    settings = AzureSettings.from_config(Config({"azure": azure_config}, {}))
-    staged = tmp_path / "staged.vhd"
-    version_puts: list[dict[str, Any]] = []
-    original = arm.handle
-
-    def keep_version_request(method, target, headers, raw):  # what ARM is asked to publish, and the VHD behind it
-        if method == "PUT" and "/versions/" in target:
-            body = json.loads(raw)
-            version_puts.append(body)
-            uri = body["properties"]["storageProfile"]["osDiskImage"]["source"]["uri"]
-            ref = settings.parse_blob_uri(uri)
-            with httpx.stream("GET", uri, auth=SharedKeyAuth(ref.account.name, ref.account.key)) as response:
-                with open(staged, "wb") as f:
-                    for chunk in response.iter_bytes():
-                        f.write(chunk)
-                meta = response.headers.get("x-ms-meta-aibcomplete")
-            assert meta == "true"
-        return original(method, target, headers, raw)
-
-    arm.handle = keep_version_request
+    add_gallery(DEFINITION)
     recorder = EventRecorder()
-    env = dict(os.environ, AIB_HOME=str(tmp_path / "home"), AIB_CACHE=str(tiny_guest_cache))
-    options = BuildOptions(
-        params=PARAMS,
-        source=tiny_guest_source,
-        uri_map=URI_MAP,
-        config=Config({"azure": azure_config}, env),
-        plugins=PluginManager(entry_points=False, plugins=[qemu_hooks, azure_hooks]),
-        build_host="qemu",
-        credential=StaticTokenCredential("test-token-not-a-secret"),
-        on_event=recorder,
-        timeout=900,
-        template_name="quickstart9",
-    )
+    options = vm_build_options("quickstart9", recorder, params=PARAMS, uri_map=URI_MAP)
     result = await Builder(quickstart_9(), options=options).run()
     assert result.run_state == "Succeeded", result.last_run_status.message
 
     # The version request: one PUT, accepted by the test server, with both regions as the template asks.
-    assert len(version_puts) == 1
-    assert version_puts[0]["location"] == "eastus"
-    assert version_puts[0]["properties"]["publishingProfile"]["targetRegions"] == EXPECTED_REGIONS
+    assert len(version_puts.bodies) == 1
+    assert version_puts.bodies[0]["location"] == "eastus"
+    assert version_puts.bodies[0]["properties"]["publishingProfile"]["targetRegions"] == EXPECTED_REGIONS
     output = result.run_outputs[OUTPUT]
     assert output.artifact_id == f"{DEFINITION}/versions/0.0.1"
     version = arm.resource(output.artifact_id)
@@ -183,13 +140,9 @@ async def test_quickstart_9_publishes_to_target_regions(
     assert done[-1].state == "Succeeded" and done[-1].artifact_id == output.artifact_id
 
     # What the scripts, the File step and the inline steps left on the published disk.
-    size = staged.stat().st_size
-    with open(staged, "rb") as f:
-        f.seek(size - 512)
-        footer = f.read()
-    assert footer.startswith(b"conectix") and (size - 512) % (1024 * 1024) == 0
+    assert version_puts.is_fixed_vhd()
     raw = tmp_path / "published.raw"
-    await anyio.run_process(["qemu-img", "convert", "-f", "vpc", "-O", "raw", str(staged), str(raw)])
+    await anyio.run_process(["qemu-img", "convert", "-f", "vpc", "-O", "raw", str(version_puts.vhd), str(raw)])
     index = (SCRIPTS / "exampleArtifacts" / "buildArtifacts" / "index.html").read_bytes()
     expected_files = {
         "/buildScripts/imageBuilder.md": b"customizeScript.sh ran\n",

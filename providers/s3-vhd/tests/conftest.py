@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import anyio
 import pytest
 from anyio.abc import SocketStream, TaskStatus
 
+from aib_sdk import disks
 from aib_sdk.artifacts import Artifact
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
@@ -29,7 +29,6 @@ from aib_sdk.testing.fakes import make_run_context
 from aib_sdk.testing.recorder import EventRecorder
 
 MiB = 1024 * 1024
-REGIONS = ("eu-west-1", "us-west-2", "ap-southeast-2")
 
 
 @pytest.fixture(scope="session")
@@ -180,30 +179,10 @@ def raw_artifact(tmp_path: Path) -> Artifact:
 
 
 @pytest.fixture
-def vhd_artifact(tmp_path: Path, raw_artifact: Artifact) -> Artifact:
-    """The raw disk converted by qemu-img into a fixed VHD, registered as the artifact's ``vhd`` conversion."""
-    vhd = tmp_path / "disk.vhd"
-    subprocess.run(
-        [
-            shutil.which("qemu-img") or "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vpc",
-            "-o",
-            "subformat=fixed,force_size=on",
-            str(raw_artifact.path),
-            str(vhd),
-        ],
-        check=True,
-    )
-    raw_artifact.conversions["vhd"] = vhd
+async def vhd_artifact(raw_artifact: Artifact, make_ctx: Callable[..., RunContext]) -> Artifact:
+    """The raw disk with its fixed VHD conversion made (by :func:`aib_sdk.disks.converted`, as a publish would)."""
+    await disks.converted(raw_artifact, "vhd", make_ctx())
     return raw_artifact
-
-
-def sha256_hex(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # The fault-injecting proxy (a test server) ---------------------------------------------------------------------

@@ -3,6 +3,7 @@ by server-side copy, skipping an identical object, and the VHD claim on ``s3://`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 
@@ -13,6 +14,7 @@ from aib_provider_s3_vhd.distributors import S3ImagePublisher, S3VhdPublisher
 from aib_provider_s3_vhd.parts import part_size_for, plan_parts
 from aib_provider_s3_vhd.specs import S3ImageDistributor
 from aib_sdk.config import Config
+from aib_sdk.disks import sha256_file
 from aib_sdk.events import Progress, TargetStatus
 from aib_sdk.models.specs import VhdDistributor
 from aib_sdk.plugins.manager import PluginManager
@@ -21,8 +23,9 @@ pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
 
 
-def sha256_hex(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def via(endpoint_url: str, *targets: tuple[str, str]) -> list[dict]:
+    """``regions[]`` of an S3Image spec: each ``(bucket, region)`` reached through ``endpoint_url``."""
+    return [{"bucket": bucket, "region": region, "endpointUrl": endpoint_url} for bucket, region in targets]
 
 
 def s3image(regions: list[dict], key: str = "images/web/1.0.0/disk.vhd", **extra: object) -> S3ImageDistributor:
@@ -36,10 +39,7 @@ async def test_two_regions_upload_byte_identical_with_checksums(s3lab, make_ctx,
     eu, us = await s3lab.bucket("eu-west-1"), await s3lab.bucket("us-west-2")
     async with proxy_factory(s3lab.url) as proxy:
         spec = s3image(
-            [
-                {"bucket": eu, "region": "eu-west-1", "endpointUrl": proxy.url},
-                {"bucket": us, "region": "us-west-2", "endpointUrl": proxy.url},
-            ],
+            via(proxy.url, (eu, "eu-west-1"), (us, "us-west-2")),
             key="images/web.raw",
             format="raw",
             artifactTags={"team": "platform"},
@@ -86,10 +86,7 @@ async def test_second_region_is_filled_by_server_side_copy(
     eu, us = await s3lab.bucket("eu-west-1"), await s3lab.bucket("us-west-2")
     async with proxy_factory(s3lab.url) as proxy:
         spec = s3image(
-            [
-                {"bucket": eu, "region": "eu-west-1", "endpointUrl": proxy.url},
-                {"bucket": us, "region": "us-west-2", "endpointUrl": proxy.url},
-            ],
+            via(proxy.url, (eu, "eu-west-1"), (us, "us-west-2")),
             artifactTags={"a": "b"},
         )
         ctx = make_ctx(replication="copy", single_copy_max_mb=single_copy_max_mb)
@@ -114,7 +111,7 @@ async def test_second_region_is_filled_by_server_side_copy(
     assert all(s.headers["x-amz-copy-source-if-match"] for s in whole_copies + part_copies)
     a = await s3lab.head(eu, "images/web/1.0.0/disk.vhd", "eu-west-1")
     b = await s3lab.head(us, "images/web/1.0.0/disk.vhd", "us-west-2")
-    assert a["Metadata"] == b["Metadata"] and b["Metadata"]["sha256"] == sha256_hex(vhd)
+    assert a["Metadata"] == b["Metadata"] and b["Metadata"]["sha256"] == await sha256_file(vhd)
     assert b["Metadata"]["aib-format"] == "vhd" and b["TagCount"] == 1
     if single_copy_max_mb <= 20:
         assert a["ETag"] == b["ETag"]
@@ -126,10 +123,7 @@ async def test_identical_object_is_not_uploaded_again(s3lab, make_ctx, raw_artif
     eu, us = await s3lab.bucket("eu-west-1"), await s3lab.bucket("us-west-2")
     async with proxy_factory(s3lab.url) as proxy:
         spec = s3image(
-            [
-                {"bucket": eu, "region": "eu-west-1", "endpointUrl": proxy.url},
-                {"bucket": us, "region": "us-west-2", "endpointUrl": proxy.url},
-            ],
+            via(proxy.url, (eu, "eu-west-1"), (us, "us-west-2")),
             key="a/b.raw",
             format="raw",
         )
@@ -147,10 +141,7 @@ async def test_identical_object_is_not_uploaded_again(s3lab, make_ctx, raw_artif
     third = await s3lab.bucket("ap-southeast-2")
     async with proxy_factory(s3lab.url) as proxy:
         spec = s3image(
-            [
-                {"bucket": eu, "region": "eu-west-1", "endpointUrl": proxy.url},
-                {"bucket": third, "region": "ap-southeast-2", "endpointUrl": proxy.url},
-            ],
+            via(proxy.url, (eu, "eu-west-1"), (third, "ap-southeast-2")),
             key="a/b.raw",
             format="raw",
         )
@@ -159,12 +150,13 @@ async def test_identical_object_is_not_uploaded_again(s3lab, make_ctx, raw_artif
     assert [s.headers["x-amz-copy-source"] for s in proxy.seen if "x-amz-copy-source" in s.headers] == [f"{eu}/a/b.raw"]
     assert await s3lab.get(third, "a/b.raw", "ap-southeast-2") == raw_artifact.path.read_bytes()
 
-    # A changed image under the same key is uploaded again.
+    # A changed image (a later run's artifact) under the same key is uploaded again.
     with open(raw_artifact.path, "r+b") as fh:
         fh.write(b"changed!")
+    changed = dataclasses.replace(raw_artifact, digests={}, conversions={})
     async with proxy_factory(s3lab.url) as proxy:
-        spec = s3image([{"bucket": eu, "region": "eu-west-1", "endpointUrl": proxy.url}], key="a/b.raw", format="raw")
-        await S3ImagePublisher().publish(raw_artifact, spec, make_ctx())
+        spec = s3image(via(proxy.url, (eu, "eu-west-1")), key="a/b.raw", format="raw")
+        await S3ImagePublisher().publish(changed, spec, make_ctx())
     assert any(s.is_upload_part for s in proxy.seen)
     assert (await s3lab.get(eu, "a/b.raw", "eu-west-1"))[:8] == b"changed!"
 

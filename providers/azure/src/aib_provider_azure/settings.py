@@ -81,7 +81,6 @@ class AzureSettings:
     vhd_replication_regions: tuple[str, ...] = ()
     upload_concurrency: int = 8
     poll_interval: float = 5.0
-    configured: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> AzureSettings:
@@ -106,7 +105,6 @@ class AzureSettings:
             vhd_replication_regions=_str_list(section.get("vhd_replication_regions")),
             upload_concurrency=max(1, int(_number(section, "upload_concurrency", 8))),
             poll_interval=max(0.0, _number(section, "poll_interval", 5.0)),
-            configured=bool(section),
         )
 
     def verify(self) -> ssl.SSLContext | bool:

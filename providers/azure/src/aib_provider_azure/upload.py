@@ -21,6 +21,7 @@ from aib_provider_azure.blob import BlobService
 from aib_provider_azure.groups import first_error
 from aib_provider_azure.ranges import CHUNK, PAGE, chunks, data_extents, is_zero
 from aib_provider_azure.settings import BlobRef
+from aib_sdk import disks
 from aib_sdk.errors import DistributeError
 from aib_sdk.protocols import ProgressHandler
 
@@ -47,14 +48,6 @@ def _read_chunk(fd: int, offset: int, length: int, skip_zero: bool) -> tuple[byt
     if skip_zero and is_zero(data):
         return None
     return data, base64.b64encode(hashlib.md5(data).digest()).decode()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 async def discard(service: BlobService, blob: BlobRef) -> None:
@@ -111,7 +104,7 @@ async def upload_page_blob(
                     on_progress(done, size)
 
         async def hash_file() -> None:
-            digest.append(await anyio.to_thread.run_sync(_sha256, path))
+            digest.append(await disks.sha256_file(path))
 
         with first_error():
             async with anyio.create_task_group() as tg:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 import anyio
@@ -13,18 +12,12 @@ from aib_provider_s3_vhd.publish import ObjectSpec, Publication, RegionTarget
 from aib_provider_s3_vhd.settings import S3Settings
 from aib_provider_s3_vhd.specs import S3Format, S3ImageDistributor
 from aib_provider_s3_vhd.transport import ClientPool, Endpoint
+from aib_sdk import disks
 from aib_sdk.artifacts import Artifact, RunOutput
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError
 from aib_sdk.models.specs import VhdDistributor
-
-
-async def image_file(artifact: Artifact, fmt: S3Format, ctx: RunContext, run_output_name: str) -> Path:
-    """The artifact as a file in ``fmt``, converted once per artifact (:func:`aib_sdk.disks.converted`)."""
-    from aib_sdk import disks
-
-    return await disks.converted(artifact, fmt, ctx, target_name=run_output_name)
 
 
 def object_metadata(
@@ -62,18 +55,14 @@ async def publish_image(
     storage_class: str | None = None,
     metadata: dict[str, str] | None = None,
 ) -> RunOutput:
-    """Publish ``artifact`` as ``fmt`` to every ``(region, location, endpointUrl)`` concurrently."""
-    from aib_sdk.disks import sha256_file
-
+    """Publish ``artifact`` as ``fmt`` (converted once per artifact) to every ``(region, location, endpointUrl)``
+    concurrently; the image is hashed once per run, however many targets publish it."""
     settings = S3Settings.from_config(ctx.config)
-    path = await image_file(artifact, fmt, ctx, run_output_name)
+    path = await disks.converted(artifact, fmt, ctx, target_name=run_output_name)
     size = (await anyio.Path(path).stat()).st_size
-    if artifact.sha256 and path == artifact.path:
-        digest = artifact.sha256.lower()
-    else:
-        digest = await sha256_file(
-            path, lambda done, total: ctx.progress("checksum", path.name, done, total, target=run_output_name)
-        )
+    digest = await disks.artifact_sha256(
+        artifact, path, lambda done, total: ctx.progress("checksum", path.name, done, total, target=run_output_name)
+    )
     async with ClientPool(settings) as pool:
         targets: list[RegionTarget] = []
         for region, location, endpoint_url in regions:

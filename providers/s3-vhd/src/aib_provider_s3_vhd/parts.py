@@ -31,12 +31,11 @@ class Part:
 
 def part_size_for(size: int, forced: int | None = None) -> int:
     """The part size for an object of ``size`` bytes: at least 8 MiB, whole MiB, never more than 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
     if forced is not None:
-        needed = -(-size // MAX_PARTS)
         if forced < needed:
             raise ValueError(f"part size {forced} would need more than {MAX_PARTS} parts for {size} bytes")
         return forced
-    needed = -(-size // MAX_PARTS)
     chosen = max(MIN_PART, -(-needed // MiB) * MiB)
     if chosen > MAX_PART:
         raise ValueError(f"object of {size} bytes exceeds S3's limit of {MAX_PARTS} parts of 5 GiB")

@@ -1,19 +1,23 @@
-"""Helpers shared by the Azure distributors: events, staging blob names, the fixed VHD."""
+"""Helpers shared by the Azure distributors: events, staging blob names, the fixed VHD and its staged upload."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
+from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings, BlobRef
+from aib_provider_azure.upload import discard, upload_page_blob
 from aib_sdk import disks
 from aib_sdk.artifacts import Artifact
 from aib_sdk.context import RunContext
 from aib_sdk.errors import UsageError
 from aib_sdk.events import TargetStatus
 from aib_sdk.protocols import ProgressHandler
+from aib_sdk.routing import ArmId
 
 TargetState = Literal["Running", "Succeeded", "Failed", "Canceled"]
 
@@ -88,3 +92,37 @@ def staging_blob(settings: AzureSettings, ctx: RunContext, run_output_name: str,
 async def fixed_vhd(artifact: Artifact, ctx: RunContext, run_output_name: str) -> Path:
     """The artifact as a fixed VHD (1 MiB aligned + footer), converted once per artifact."""
     return await disks.converted(artifact, "vhd", ctx, target_name=run_output_name)
+
+
+def storage_account_id(blob: BlobRef, near: ArmId) -> str:
+    """The ARM id of ``blob``'s account: ``[azure.storage.<account>] resource_id``, else assumed to live in
+    ``near``'s subscription and resource group."""
+    return blob.account.resource_id or (
+        f"/subscriptions/{near.subscription}/resourceGroups/{near.resource_group}/providers/"
+        f"Microsoft.Storage/storageAccounts/{blob.account.name}"
+    )
+
+
+@asynccontextmanager
+async def staged_vhd(
+    session: AzureSession, artifact: Artifact, ctx: RunContext, run_output_name: str, region: str | None
+) -> AsyncIterator[BlobRef]:
+    """The artifact uploaded as a fixed VHD to its :func:`staging_blob` for the block, deleted afterwards.
+
+    The staging blob (named after the run) is removed, shielded and bounded, however the block ends.
+    """
+    settings = session.settings
+    blob = staging_blob(settings, ctx, run_output_name, region)
+    vhd = await fixed_vhd(artifact, ctx, run_output_name)
+    try:
+        await upload_page_blob(
+            session.blob,
+            vhd,
+            blob,
+            metadata=metadata(ctx, run_output_name),
+            concurrency=settings.upload_concurrency,
+            on_progress=upload_progress(ctx, run_output_name, blob.url),
+        )
+        yield blob
+    finally:
+        await discard(session.blob, blob)

@@ -8,10 +8,9 @@ import anyio
 from pydantic import BaseModel
 
 from aib_provider_azure.arm import COMPUTE_API
-from aib_provider_azure.distributors.common import fixed_vhd, metadata, staging_blob, upload_progress
+from aib_provider_azure.distributors.common import staged_vhd
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings
-from aib_provider_azure.upload import discard, upload_page_blob
 from aib_sdk.artifacts import Artifact, RunOutput
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
@@ -57,20 +56,10 @@ class AzureManagedImage:
         ):
             raise UsageError(f"{name}: imageId must be …/providers/Microsoft.Compute/images/<name>: {spec.image_id!r}")
         settings = AzureSettings.from_config(ctx.config)
-        blob = staging_blob(settings, ctx, name, spec.location)
-        vhd = await fixed_vhd(artifact, ctx, name)
         async with AzureSession(settings, ctx.options.credential) as session:
             if await session.arm.get(spec.image_id, COMPUTE_API) is not None:
                 raise ConflictError(f"ManagedImage {name}: {spec.image_id} already exists")
-            try:
-                await upload_page_blob(
-                    session.blob,
-                    vhd,
-                    blob,
-                    metadata=metadata(ctx, name),
-                    concurrency=settings.upload_concurrency,
-                    on_progress=upload_progress(ctx, name, blob.url),
-                )
+            async with staged_vhd(session, artifact, ctx, name, spec.location) as blob:
                 body = image_body(artifact, spec.location, blob.url, spec.artifact_tags)
                 try:
                     image = await session.arm.put(spec.image_id, body, COMPUTE_API)
@@ -81,6 +70,4 @@ class AzureManagedImage:
                         except Exception as exc:
                             ctx.warn(f"ManagedImage {name}: could not delete the failed image: {exc}")
                     raise
-            finally:
-                await discard(session.blob, blob)
         return RunOutput(name, artifact_id=str(image.get("id") or spec.image_id))

@@ -9,17 +9,9 @@ import anyio
 from pydantic import BaseModel
 
 from aib_provider_azure.arm import GALLERY_API, ArmClient, ArmError
-from aib_provider_azure.distributors.common import (
-    TargetState,
-    fixed_vhd,
-    metadata,
-    staging_blob,
-    status,
-    upload_progress,
-)
+from aib_provider_azure.distributors.common import TargetState, staged_vhd, status, storage_account_id
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings, BlobRef
-from aib_provider_azure.upload import discard, upload_page_blob
 from aib_sdk.artifacts import Artifact, DiskImage, RunOutput
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
@@ -170,26 +162,11 @@ class AzureSharedImage:
                 raise ConflictError(f"SharedImage {name}: version {version} already exists in {definition_id}")
             version_id = f"{definition_id}/versions/{version}"
             location = str(definition.get("location") or "")
-            blob = staging_blob(settings, ctx, name, location)
-            account_id = blob.account.resource_id or (
-                f"/subscriptions/{arm_id.subscription}/resourceGroups/{arm_id.resource_group}/providers/"
-                f"Microsoft.Storage/storageAccounts/{blob.account.name}"
-            )
-            vhd = await fixed_vhd(artifact, ctx, name)
             watcher = ReplicationWatcher(arm, version_id, ctx, name)
-            try:
-                await upload_page_blob(
-                    session.blob,
-                    vhd,
-                    blob,
-                    metadata=metadata(ctx, name),
-                    concurrency=settings.upload_concurrency,
-                    on_progress=upload_progress(ctx, name, blob.url),
-                )
+            async with staged_vhd(session, artifact, ctx, name, location) as blob:
+                body = version_body(spec, location, blob, storage_account_id(blob, arm_id))
                 try:
-                    await arm.put(
-                        version_id, version_body(spec, location, blob, account_id), GALLERY_API, on_poll=watcher.poll
-                    )
+                    await arm.put(version_id, body, GALLERY_API, on_poll=watcher.poll)
                     await watcher.poll()
                 except ArmError as exc:
                     await watcher.poll()
@@ -205,8 +182,6 @@ class AzureSharedImage:
                 except BaseException:
                     await _delete_version(arm, version_id, ctx, name)
                     raise
-            finally:
-                await discard(session.blob, blob)
         regions = {r["name"]: version_id for r in target_regions(spec, location)}
         return RunOutput(name, artifact_id=version_id, regions=regions)
 

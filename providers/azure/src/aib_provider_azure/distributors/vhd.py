@@ -50,7 +50,7 @@ class AzureVhd:
         name = spec.run_output_name
         settings = AzureSettings.from_config(ctx.config)
         default = f"{safe_name(ctx.template_name)}-{safe_name(ctx.run_id)}.vhd"
-        blob = settings.parse_blob_uri(spec.uri or "", default) if spec.uri else None
+        blob = settings.parse_blob_uri(spec.uri, default) if spec.uri else None
         if blob is None:
             raise UsageError(f"{name}: {spec.uri!r} is not an Azure blob URI")
         vhd = await fixed_vhd(artifact, ctx, name)
