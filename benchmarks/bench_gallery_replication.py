@@ -81,8 +81,10 @@ def run_parallel(commands: list[list[str]]) -> None:
 
 def cpu_seconds() -> float:
     """CPU time used so far by this process (all threads) and its finished children."""
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return sum(
+        r.ru_utime + r.ru_stime
+        for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
 
 
 Sample = tuple[float, float]  # wall seconds, CPU seconds
@@ -109,11 +111,26 @@ def gallery_run(image: Path, artifact: Artifact, work: Path, *, fsync: bool, ind
     store = GalleryStore(GallerySettings.from_config(config))
     if not store.gallery_exists(GalleryRef("bench", "bench")):
         store.create_gallery(GalleryRef("bench", "bench"))
-        store.create_definition(DefinitionRecord(id=DEF_ID, name="img", gallery="bench", resource_group="bench",
-                                                 location="local", publisher="bench", offer="bench", sku="bench"))
-    spec = SharedImageDistributor.model_validate({
-        "type": "SharedImage", "runOutputName": "bench", "galleryImageId": f"{DEF_ID}/versions/1.0.{index}",
-        "targetRegions": [{"name": r} for r in REGIONS]})
+        store.create_definition(
+            DefinitionRecord(
+                id=DEF_ID,
+                name="img",
+                gallery="bench",
+                resource_group="bench",
+                location="local",
+                publisher="bench",
+                offer="bench",
+                sku="bench",
+            )
+        )
+    spec = SharedImageDistributor.model_validate(
+        {
+            "type": "SharedImage",
+            "runOutputName": "bench",
+            "galleryImageId": f"{DEF_ID}/versions/1.0.{index}",
+            "targetRegions": [{"name": r} for r in REGIONS],
+        }
+    )
     ctx = make_run_context(work / "ctx", config=config, options=BuildOptions(config=config))
 
     async def publish() -> Sample:
@@ -149,8 +166,10 @@ def bench(shape: str, directory: str | None, repeat: int) -> None:
         image = make_image(work, shape)
         digest = sha256_of(image)  # warms the page cache for every contender
         info = os.stat(image)
-        print(f"[{shape}] qcow2 file {info.st_size / MIB:.0f} MiB, {info.st_blocks * 512 / MIB:.0f} MiB allocated "
-              f"(1 GiB virtual, 300 MiB data); 4 regions; median of {repeat}")
+        print(
+            f"[{shape}] qcow2 file {info.st_size / MIB:.0f} MiB, {info.st_blocks * 512 / MIB:.0f} MiB allocated "
+            f"(1 GiB virtual, 300 MiB data); 4 regions; median of {repeat}"
+        )
         virtual = GIB
         artifact = Artifact(path=image, format="qcow2", virtual_size=virtual, sha256=digest)
         times: dict[str, list[Sample]] = {"a": [], "b": [], "gallery": [], "gallery_fsync": []}
@@ -161,15 +180,20 @@ def bench(shape: str, directory: str | None, repeat: int) -> None:
             times["gallery_fsync"].append(gallery_run(image, artifact, work, fsync=True, index=2 * i + 1))
         med = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
         cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
-        rows = [("a", "(a) 4 x cp --sparse=always, concurrent"), ("b", "(b) 4 x cp, then 4 sha256 re-reads"),
-                ("gallery", "gallery publish, 4 regions (fsync=false)"),
-                ("gallery_fsync", "gallery publish, 4 regions (fsync=true)")]
+        rows = [
+            ("a", "(a) 4 x cp --sparse=always, concurrent"),
+            ("b", "(b) 4 x cp, then 4 sha256 re-reads"),
+            ("gallery", "gallery publish, 4 regions (fsync=false)"),
+            ("gallery_fsync", "gallery publish, 4 regions (fsync=true)"),
+        ]
         for key, label in rows:
             print(f"  {label:<44} wall {med[key]:6.2f} s   cpu {cpu[key]:6.2f} s")
         for name, m in (("wall", med), ("cpu", cpu)):
-            print(f"  {name:>4}: gallery/(a) = {m['gallery'] / m['a']:.2f} (goal <= 1.25)   "
-                  f"gallery/(b) = {m['gallery'] / m['b']:.2f} (goal <= 0.30)   "
-                  f"with fsync: {m['gallery_fsync'] / m['a']:.2f} / {m['gallery_fsync'] / m['b']:.2f}")
+            print(
+                f"  {name:>4}: gallery/(a) = {m['gallery'] / m['a']:.2f} (goal <= 1.25)   "
+                f"gallery/(b) = {m['gallery'] / m['b']:.2f} (goal <= 0.30)   "
+                f"with fsync: {m['gallery_fsync'] / m['a']:.2f} / {m['gallery_fsync'] / m['b']:.2f}"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

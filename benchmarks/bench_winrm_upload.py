@@ -44,8 +44,10 @@ async def main(mib: float, parallel: int, latency: float) -> None:
     size = int(mib * 1024 * 1024)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "payload.bin"
-        local.write_bytes(os.urandom(size))
-        digest = hashlib.sha256(local.read_bytes()).hexdigest()
+        data = os.urandom(size)
+        await anyio.Path(local).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        del data
         command = [sys.executable, "-m", "aib_sdk.testing.winrm_server", "--username", USER, "--password", PASSWORD]
         command += ["--latency", str(latency)]
         async with await anyio.open_process(command) as server:

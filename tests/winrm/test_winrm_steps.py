@@ -61,10 +61,6 @@ def ps(**fields) -> PowerShellCustomizer:
     return PowerShellCustomizer.model_validate({"type": "PowerShell", **fields})
 
 
-def user_scripts(server) -> list[str]:
-    return [s for s in server.scripts() if not s.startswith("# aib:") and "# aib:" not in s.splitlines()[0]]
-
-
 def _update_script(server) -> str:
     runs = [server.task_script(c) for c in server.calls]
     runner = next(c.script for c in server.calls if server.task_script(c))

@@ -169,7 +169,7 @@ class WinRMTestServer:
         self.tls, self.basic, self.host = tls, basic, host
         self.max_poll = max_poll
         self.port = 0
-        self.boot_id = self._new_boot_id()
+        self.boot_id = _new_boot_id()
         self.calls: list[CommandCall] = []
         self.actions: list[str] = []
         self.request_sizes: list[tuple[str, int]] = []
@@ -196,9 +196,6 @@ class WinRMTestServer:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/wsman"
 
-    def _new_boot_id(self) -> str:
-        return (dt.datetime.now(dt.UTC) + dt.timedelta(microseconds=len(getattr(self, "calls", [])))).isoformat()
-
     async def __aenter__(self) -> WinRMTestServer:
         tmp = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="aib-winrm-")))
         self._stack.callback(_rmtree, tmp)
@@ -212,8 +209,8 @@ class WinRMTestServer:
         if self.tls:
             cert, key, self.thumbprint = await anyio.to_thread.run_sync(_make_certificate, tmp, self.host)
             self.cert_file = cert
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(cert, key)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            await anyio.to_thread.run_sync(ctx.load_cert_chain, cert, key)
             listener = TLSListener(listener, ctx, standard_compatible=False)
         self._stack.push_async_callback(listener.aclose)
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
@@ -239,7 +236,7 @@ class WinRMTestServer:
     def reboot(self, down_for: float = 1.0) -> None:
         """Simulate a reboot: shells vanish, connections drop, WinRM is unreachable, then a new boot id."""
         self._down_until = time.monotonic() + down_for
-        self.boot_id = self._new_boot_id() + f"#{next(self._boots)}"
+        self.boot_id = f"{_new_boot_id()}#{next(self._boots)}"
         for shell in self._shells.values():
             for call in shell.commands.values():
                 if call._scope is not None:
@@ -526,6 +523,10 @@ class WinRMTestServer:
         if line == "echo aib-ready":
             return Reply(stdout="aib-ready\r\n")
         return None
+
+
+def _new_boot_id() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 def _key(path: str) -> str:

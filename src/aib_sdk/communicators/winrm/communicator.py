@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import codecs
-import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -18,6 +17,7 @@ from aib_sdk.artifacts import CommandResult, OsType
 from aib_sdk.communicators.winrm import scripts, soap
 from aib_sdk.communicators.winrm.session import AuthenticationError, ConnectionLost, Endpoint, Session
 from aib_sdk.communicators.winrm.shell import Shell
+from aib_sdk.disks import sha256_file
 from aib_sdk.errors import CommandTimeout, CommunicatorError
 from aib_sdk.protocols import OutputHandler, ProgressHandler
 
@@ -110,8 +110,11 @@ class WinRMCommunicator:
 
     # sessions -----------------------------------------------------------------------------------------------
 
+    def _new_session(self) -> Session:
+        return Session(self.endpoint, self.operation_timeout + 30.0)
+
     def _session(self) -> Session:
-        return self._idle.pop() if self._idle else Session(self.endpoint, self.operation_timeout + 30.0)
+        return self._idle.pop() if self._idle else self._new_session()
 
     async def _release(self, session: Session, healthy: bool) -> None:
         if healthy and len(self._idle) < 8:
@@ -153,7 +156,7 @@ class WinRMCommunicator:
         on_chunk: Callable[[str, bytes], None],
         *,
         timeout: float | None = None,
-        stdin: Callable[[Shell, str], object] | None = None,
+        stdin: Callable[[Shell, str], Awaitable[None]] | None = None,
         console_stdin: bool = True,
     ) -> int:
         session = self._session()
@@ -169,7 +172,7 @@ class WinRMCommunicator:
             try:
                 with anyio.fail_after(timeout):
                     if stdin is not None:
-                        await stdin(shell, command_id)  # type: ignore[misc]
+                        await stdin(shell, command_id)
                     code = await shell.receive(command_id, on_chunk)
             except TimeoutError:
                 raise CommandTimeout(f"command ran past its {timeout:g}s timeout and was terminated") from None
@@ -193,7 +196,7 @@ class WinRMCommunicator:
             if not finished:
                 # The interrupted request may still be in flight: talk over a fresh connection.
                 await session.aclose()
-                session = Session(self.endpoint, self.operation_timeout + 30.0)
+                session = self._new_session()
                 shell.session = session
             try:
                 if command_id is not None and not finished:
@@ -276,7 +279,7 @@ class WinRMCommunicator:
         """Stream ``local`` to ``remote`` in envelope-sized chunks over parallel shells; verify sha256 on the guest."""
         remote = _remote(remote)
         total = (await anyio.Path(local).stat()).st_size
-        digest = await anyio.to_thread.run_sync(_sha256, local)
+        digest = await sha256_file(local)
         chunk = self.chunk_size
         chunks = max(1, -(-total // chunk))
         # Parallel shells hide round-trip latency (each Send waits for its answer); small files use one shell.
@@ -367,7 +370,7 @@ class WinRMCommunicator:
         result = await self.run_powershell(scripts.naive_decode_script(tmp, remote))
         if result.exit_code != 0:
             raise CommunicatorError(f"naive upload to {remote} failed to decode (exit code {result.exit_code})")
-        if result.stdout.strip().lower() != await anyio.to_thread.run_sync(_sha256, local):
+        if result.stdout.strip().lower() != await sha256_file(local):
             raise CommunicatorError(f"naive upload to {remote}: sha256 mismatch on the guest")
 
     async def download(self, remote: str, local: Path) -> None:
@@ -386,11 +389,3 @@ def _remote(path: str) -> str:
         return scripts.check_remote_path(path)
     except ValueError as exc:
         raise CommunicatorError(str(exc)) from exc
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()

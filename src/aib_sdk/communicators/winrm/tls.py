@@ -102,7 +102,7 @@ def ssl_context(ca_bundle: Path | None, thumbprint: str | None) -> ssl.SSLContex
         return ctx
     if ca_bundle is not None:
         return ssl.create_default_context(cafile=str(ca_bundle))
-    return ssl.create_default_context()
+    return _system_context()  # loading the system store is slow and blocking: once per process
 
 
 def transport(*, scheme: str, ca_bundle: Path | None, thumbprint: str | None) -> httpx.AsyncBaseTransport:
