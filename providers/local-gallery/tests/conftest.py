@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import random
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ def make_qcow2(path: Path, *, size_mib: int = 64, data_mib: int = 6, seed: int =
     ``sparse`` keeps it metadata-preallocated, so the qcow2 file itself has holes between its data clusters.
     """
     raw = path.with_suffix(".raw")
-    rng = __import__("random").Random(seed)
+    rng = random.Random(seed)
     with open(raw, "wb") as f:
         f.truncate(size_mib << 20)
         for i in range(data_mib):
@@ -55,7 +57,7 @@ def make_qcow2(path: Path, *, size_mib: int = 64, data_mib: int = 6, seed: int =
 
 def artifact_of(path: Path, **kwargs: Any) -> Artifact:
     out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True, capture_output=True)
-    virtual = __import__("json").loads(out.stdout)["virtual-size"]
+    virtual = json.loads(out.stdout)["virtual-size"]
     return Artifact(path=path, format="qcow2", virtual_size=virtual, sha256=kwargs.pop("sha256", sha256_of(path)),
                     **kwargs)
 

@@ -13,6 +13,7 @@ from aib_provider_local_gallery.distributors import LocalSharedImageDistributor
 from aib_provider_local_gallery.ids import GalleryImageRef, GalleryRef
 from aib_provider_local_gallery.manifest import DefinitionRecord
 from aib_provider_local_gallery.sources import LocalSharedImageVersionSource
+from aib_sdk.artifacts import DiskImage
 from aib_sdk.errors import ConflictError, DistributeError
 from aib_sdk.events import Progress, TargetStatus
 from aib_sdk.models.specs import SharedImageDistributor, SharedImageVersionSource
@@ -242,6 +243,18 @@ async def test_missing_definition_prints_the_command(gallery: GalleryEnv, small_
     definition = gallery.store.get_definition(GalleryImageRef("rg", "gal", "linux"))
     assert definition.location == "westeurope"  # the first target region
     assert definition.hyper_v_generation == "V1" and definition.os_type == "Linux"
+
+
+async def test_preflight_checks_the_definition_before_any_vm_boots(gallery: GalleryEnv, small_qcow2: Path) -> None:
+    image = DiskImage(path=small_qcow2, format="qcow2", hyper_v_generation="V2")
+    distributor = LocalSharedImageDistributor()
+    with pytest.raises(DistributeError, match="aib gallery definition create"):
+        await distributor.preflight(target(), image, gallery.ctx())
+    await distributor.preflight(target(), image, gallery.ctx(create_missing=True))  # created when publishing
+    assert not gallery.store.gallery_exists(GalleryRef("rg", "gal"))
+    define(gallery)
+    with pytest.raises(DistributeError, match="generation V1; the image is V2"):
+        await distributor.preflight(target(), image, gallery.ctx())
 
 
 async def test_generation_mismatch_is_refused(gallery: GalleryEnv, small_qcow2: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from aib_provider_qemu.url_source import DiskImageSource, UrlDiskSource
+from aib_sdk.artifacts import DiskImage
 from aib_sdk.config import Config
 from aib_sdk.errors import ChecksumError, FetchError, SourceError
 from aib_sdk.events import LogLine, Progress
@@ -112,6 +113,18 @@ def payload() -> bytes:
     return os.urandom(SIZE).replace(b"QFI", b"QFJ")
 
 
+@pytest.fixture
+def digest(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+@pytest.fixture
+def served(image_server: ImageServer, payload: bytes, digest: str) -> DiskImageSource:
+    """The spec of ``payload`` served as ``disk.raw``, with its checksum."""
+    image_server.files["disk.raw"] = payload
+    return _spec(uri=image_server.url("disk.raw"), format="raw", sha256Checksum=digest)
+
+
 def _spec(**fields: object) -> DiskImageSource:
     return DiskImageSource.model_validate({"type": "DiskImage", **fields})
 
@@ -122,17 +135,18 @@ def _ctx(tmp_path: Path, events: EventRecorder, **options: object):
     return make_run_context(tmp_path, config=config, emit=events, options=BuildOptions(config=config, **options))
 
 
+async def _resolve(tmp_path: Path, spec: DiskImageSource, events: EventRecorder | None = None) -> DiskImage:
+    return await UrlDiskSource().resolve(spec, _ctx(tmp_path, events or EventRecorder()))
+
+
 @pytest.mark.anyio
 async def test_download_is_verified_cached_by_digest_and_reports_progress(
-    tmp_path: Path, image_server: ImageServer, payload: bytes
+    tmp_path: Path, image_server: ImageServer, payload: bytes, digest: str, served: DiskImageSource
 ) -> None:
-    digest = hashlib.sha256(payload).hexdigest()
-    image_server.files["disk.raw"] = payload
     events = EventRecorder()
-    ctx = _ctx(tmp_path, events)
-    spec = _spec(uri=image_server.url("disk.raw"), format="raw", sha256Checksum=digest.upper())
+    spec = _spec(uri=served.uri, format="raw", sha256Checksum=digest.upper())  # checksums are case-insensitive
 
-    image = await UrlDiskSource().resolve(spec, ctx)
+    image = await _resolve(tmp_path, spec, events)
 
     assert image.path == tmp_path / "cache" / "images" / digest
     assert image.path.read_bytes() == payload
@@ -144,23 +158,19 @@ async def test_download_is_verified_cached_by_digest_and_reports_progress(
 
     # Second time: a cache hit, no request at all.
     requests = len(image_server.requests)
-    again = await UrlDiskSource().resolve(spec, _ctx(tmp_path, EventRecorder()))
+    again = await _resolve(tmp_path, spec)
     assert again.path == image.path
     assert len(image_server.requests) == requests
 
 
 @pytest.mark.anyio
 async def test_cut_connection_resumes_with_a_range_request(
-    tmp_path: Path, image_server: ImageServer, payload: bytes
+    tmp_path: Path, image_server: ImageServer, payload: bytes, served: DiskImageSource
 ) -> None:
-    digest = hashlib.sha256(payload).hexdigest()
-    image_server.files["disk.raw"] = payload
     image_server.cut_after = 1_500_000
     events = EventRecorder()
 
-    image = await UrlDiskSource().resolve(
-        _spec(uri=image_server.url("disk.raw"), format="raw", sha256Checksum=digest), _ctx(tmp_path, events)
-    )
+    image = await _resolve(tmp_path, served, events)
 
     assert image.path.read_bytes() == payload
     assert image_server.requests[0] == ("disk.raw", None)
@@ -172,17 +182,13 @@ async def test_cut_connection_resumes_with_a_range_request(
 
 @pytest.mark.anyio
 async def test_part_file_of_an_interrupted_run_is_continued(
-    tmp_path: Path, image_server: ImageServer, payload: bytes
+    tmp_path: Path, image_server: ImageServer, payload: bytes, digest: str, served: DiskImageSource
 ) -> None:
-    digest = hashlib.sha256(payload).hexdigest()
-    image_server.files["disk.raw"] = payload
     images = tmp_path / "cache" / "images"
     images.mkdir(parents=True)
     (images / f"{digest}.part").write_bytes(payload[:2_000_000])
 
-    image = await UrlDiskSource().resolve(
-        _spec(uri=image_server.url("disk.raw"), format="raw", sha256Checksum=digest), _ctx(tmp_path, EventRecorder())
-    )
+    image = await _resolve(tmp_path, served)
 
     assert image_server.requests == [("disk.raw", "bytes=2000000-")]
     assert hashlib.sha256(image.path.read_bytes()).hexdigest() == digest
@@ -190,45 +196,36 @@ async def test_part_file_of_an_interrupted_run_is_continued(
 
 @pytest.mark.anyio
 async def test_server_without_range_support_restarts_cleanly(
-    tmp_path: Path, image_server: ImageServer, payload: bytes
+    tmp_path: Path, image_server: ImageServer, payload: bytes, digest: str, served: DiskImageSource
 ) -> None:
-    digest = hashlib.sha256(payload).hexdigest()
-    image_server.files["disk.raw"] = payload
     image_server.honour_range = False
     images = tmp_path / "cache" / "images"
     images.mkdir(parents=True)
     (images / f"{digest}.part").write_bytes(b"stale bytes from elsewhere")
 
-    image = await UrlDiskSource().resolve(
-        _spec(uri=image_server.url("disk.raw"), format="raw", sha256Checksum=digest), _ctx(tmp_path, EventRecorder())
-    )
+    image = await _resolve(tmp_path, served)
     assert image.path.read_bytes() == payload
 
 
 @pytest.mark.anyio
-async def test_a_503_is_retried(tmp_path: Path, image_server: ImageServer, payload: bytes) -> None:
-    digest = hashlib.sha256(payload).hexdigest()
-    image_server.files["disk.raw"] = payload
+async def test_a_503_is_retried(
+    tmp_path: Path, image_server: ImageServer, digest: str, served: DiskImageSource
+) -> None:
     image_server.fail_once = 503
-    image = await UrlDiskSource().resolve(
-        _spec(uri=image_server.url("disk.raw"), format="raw", sha256Checksum=digest), _ctx(tmp_path, EventRecorder())
-    )
+    image = await _resolve(tmp_path, served)
     assert image.sha256 == digest
     assert len(image_server.requests) == 2
 
 
 @pytest.mark.anyio
 async def test_checksum_mismatch_raises_and_leaves_nothing(
-    tmp_path: Path, image_server: ImageServer, payload: bytes
+    tmp_path: Path, digest: str, served: DiskImageSource
 ) -> None:
-    image_server.files["disk.raw"] = payload
     wrong = "ab" * 32
     with pytest.raises(ChecksumError) as info:
-        await UrlDiskSource().resolve(
-            _spec(uri=image_server.url("disk.raw"), format="raw", sha256Checksum=wrong), _ctx(tmp_path, EventRecorder())
-        )
+        await _resolve(tmp_path, _spec(uri=served.uri, format="raw", sha256Checksum=wrong))
     assert info.value.expected == wrong
-    assert info.value.actual == hashlib.sha256(payload).hexdigest()
+    assert info.value.actual == digest
     left = [p.name for p in (tmp_path / "cache" / "images").iterdir() if not p.name.endswith(".lock")]
     assert left == []
 
@@ -242,14 +239,13 @@ async def test_missing_image_and_bad_scheme(tmp_path: Path, image_server: ImageS
     assert "s3cr3t" not in str(info.value)
     assert not any("s3cr3t" in e.model_dump_json() for e in events.events)
     with pytest.raises(SourceError, match="scheme"):
-        await UrlDiskSource().resolve(_spec(uri="ftp://127.0.0.1/x.qcow2"), _ctx(tmp_path, EventRecorder()))
+        await _resolve(tmp_path, _spec(uri="ftp://127.0.0.1/x.qcow2"))
 
 
 @pytest.mark.anyio
 async def test_uri_map_redirects_a_download_and_it_is_still_verified(
-    tmp_path: Path, image_server: ImageServer, payload: bytes
+    tmp_path: Path, image_server: ImageServer, payload: bytes, digest: str
 ) -> None:
-    digest = hashlib.sha256(payload).hexdigest()
     image_server.files["images/disk.raw"] = payload
     ctx = _ctx(tmp_path, EventRecorder(), uri_map={"https://images.example.test/": image_server.url("images/")})
     image = await UrlDiskSource().resolve(
@@ -278,7 +274,7 @@ async def test_local_file_is_used_in_place_and_verified(tmp_path: Path) -> None:
     assert any(e.task == "verify" and e.done == e.total for e in events.of_kind(Progress))
 
     with pytest.raises(ChecksumError):
-        await UrlDiskSource().resolve(_spec(uri=disk.as_uri(), sha256Checksum="0" * 64), _ctx(tmp_path, events))
+        await _resolve(tmp_path, _spec(uri=disk.as_uri(), sha256Checksum="0" * 64))
 
 
 @pytest.mark.anyio

@@ -168,7 +168,6 @@ def test_usernames_that_could_inject_are_refused() -> None:
     for bad in ["a'b", "x; Remove-Item C:\\", "", "a" * 21, "-lead", "a b"]:
         with pytest.raises(BuildHostError):
             windows.check_username(bad)
-    assert windows.ps_quote("it's") == "'it''s'"
 
 
 @pytest.mark.anyio
@@ -447,9 +446,10 @@ async def test_real_qemu_windows_boot_hides_the_password_and_cleans_up(tmp_path:
 
 # a full Builder run: the conformance template through a QemuMachine whose guest is the WinRM test server ----------
 
-CONFORMANCE = Path(
-    "/work/shared/conformance/aib-templates/templates/"
-    "azvmimagebuilder__quickquickstarts__0_Creating_a_Custom_Windows_Managed_Image__helloImageTemplateWin.json"
+CONFORMANCE = (
+    Path(__file__).resolve().parents[3].parent  # the corpus lives in the ``shared`` folder beside the checkout
+    / "shared/conformance/aib-templates/templates"
+    / "azvmimagebuilder__quickquickstarts__0_Creating_a_Custom_Windows_Managed_Image__helloImageTemplateWin.json"
 )
 RAW = "https://raw.githubusercontent.com/danielsollondon/azvmimagebuilder/master/"
 

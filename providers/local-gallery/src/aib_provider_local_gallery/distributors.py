@@ -57,15 +57,15 @@ def first_region(spec: SharedImageDistributor) -> str | None:
 
 async def check_definition(
     store: GalleryStore, ref: GalleryImageRef, os_type: str, generation: str, ctx: RunContext, location: str | None
-) -> bool:
-    """Whether the definition exists; raise (with the commands that create it) unless ``--create-missing``."""
+) -> DefinitionRecord | None:
+    """The definition, or None when it is missing and ``--create-missing`` lets the build create it; otherwise
+    raise with the commands that create it."""
     try:
-        await run_sync(store.get_definition, ref)
-        return True
+        return await run_sync(store.get_definition, ref)
     except NotFoundError:
         pass
     if ctx.options.create_missing:
-        return False
+        return None
     gallery_missing = not await run_sync(store.gallery_exists, GalleryRef(ref.resource_group, ref.gallery))
     what = "gallery and image definition" if gallery_missing else "image definition"
     commands = "\n  ".join(
@@ -81,18 +81,22 @@ async def ensure_definition(
     store: GalleryStore, ref: GalleryImageRef, artifact: Artifact, ctx: RunContext, location: str
 ) -> DefinitionRecord:
     """The target's image definition; created (with its gallery) only when ``ctx.options.create_missing``."""
-    if await check_definition(store, ref, artifact.os_type, artifact.hyper_v_generation, ctx, location):
-        return await run_sync(store.get_definition, ref)
+    existing = await check_definition(store, ref, artifact.os_type, artifact.hyper_v_generation, ctx, location)
+    if existing is not None:
+        return existing
     gallery = GalleryRef(ref.resource_group, ref.gallery)
-    if not await run_sync(store.gallery_exists, gallery):
-        await run_sync(lambda: store.create_gallery(gallery, location, exist_ok=True))
     record = DefinitionRecord(
         id=ref.definition_id, name=ref.definition, gallery=ref.gallery, resource_group=ref.resource_group,
         location=location, publisher="local", offer=ref.gallery, sku=ref.definition, os_type=artifact.os_type,
         os_state="Generalized", hyper_v_generation=artifact.hyper_v_generation,
     )
     ctx.log("local-gallery", f"creating image definition {ref.definition_id} (--create-missing)")
-    return await run_sync(lambda: store.create_definition(record, exist_ok=True))
+
+    def create() -> DefinitionRecord:
+        store.create_gallery(gallery, location, exist_ok=True)
+        return store.create_definition(record, exist_ok=True)
+
+    return await run_sync(create)
 
 
 def target_regions(spec: SharedImageDistributor, home: str) -> list[RegionSpec]:
@@ -158,8 +162,9 @@ class LocalSharedImageDistributor:
         ref, store, settings = self._target(spec, ctx)
         assert isinstance(spec, SharedImageDistributor)
         location = first_region(spec) or settings.home_region
-        if await check_definition(store, ref, image.os_type, image.hyper_v_generation, ctx, location):
-            _check_fits(await run_sync(store.get_definition, ref), ref, image.os_type, image.hyper_v_generation)
+        definition = await check_definition(store, ref, image.os_type, image.hyper_v_generation, ctx, location)
+        if definition is not None:
+            _check_fits(definition, ref, image.os_type, image.hyper_v_generation)
 
     async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
         ref, store, settings = self._target(spec, ctx)

@@ -49,6 +49,11 @@ def format_version(parts: tuple[int, int, int]) -> str:
     return ".".join(str(p) for p in parts)
 
 
+def _compute_id(resource_group: str, rest: str) -> str:
+    """``/subscriptions/local/resourceGroups/<rg>/providers/Microsoft.Compute/<rest>``."""
+    return f"/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{resource_group}/providers/Microsoft.Compute/{rest}"
+
+
 @dataclass(frozen=True)
 class GalleryImageRef:
     """``…/galleries/<gallery>/images/<definition>[/versions/<version>]`` in subscription ``local``."""
@@ -60,8 +65,7 @@ class GalleryImageRef:
 
     @property
     def gallery_id(self) -> str:
-        return (f"/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{self.resource_group}"
-                f"/providers/Microsoft.Compute/galleries/{self.gallery}")
+        return _compute_id(self.resource_group, f"galleries/{self.gallery}")
 
     @property
     def definition_id(self) -> str:
@@ -84,8 +88,7 @@ class ManagedImageRef:
 
     @property
     def id(self) -> str:
-        return (f"/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{self.resource_group}"
-                f"/providers/Microsoft.Compute/images/{self.name}")
+        return _compute_id(self.resource_group, f"images/{self.name}")
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,7 @@ class GalleryRef:
 
     @property
     def id(self) -> str:
-        return (f"/subscriptions/{LOCAL_SUBSCRIPTION}/resourceGroups/{self.resource_group}"
-                f"/providers/Microsoft.Compute/galleries/{self.gallery}")
+        return _compute_id(self.resource_group, f"galleries/{self.gallery}")
 
 
 LocalRef = GalleryRef | GalleryImageRef | ManagedImageRef

@@ -52,9 +52,8 @@ async def resolve_gallery_version(ref: GalleryImageRef, config: Config) -> DiskI
     store = GalleryStore(GallerySettings.from_config(config))
 
     def lookup() -> DiskImage:
-        resolved = store.resolve_version(ref)
-        manifest = store.get_image(resolved)
-        return _disk_image(manifest, resolved.version)
+        manifest = store.get_image(ref)  # resolves ``latest``; the manifest's name is the version found
+        return _disk_image(manifest, manifest.name)
 
     try:
         return await run_sync(lookup)

@@ -132,13 +132,13 @@ class CataloguePlatformSource:
         if found is None:
             raise unavailable(spec)
         key, entry = found
-        ctx.log("catalogue", f"PlatformImage {key} → {entry.get('uri')}")
-        image = await UrlDiskSource().resolve(disk_spec(key, entry), ctx)
         version = entry.get("version")
         wanted = (spec.version or "latest").strip()
         if version is not None and wanted.lower() != "latest" and wanted != str(version):
             raise SourceError(f"[qemu.catalogue] {key!r} holds version {version}, not the requested {wanted}")
-        if version is None and (spec.version or "latest").lower() != "latest":
+        if version is None and wanted.lower() != "latest":
             version = spec.version
+        ctx.log("catalogue", f"PlatformImage {key} → {entry.get('uri')}")
+        image = await UrlDiskSource().resolve(disk_spec(key, entry), ctx)
         exact = str(version) if version is not None else f"sha256:{image.sha256}" if image.sha256 else None
         return dataclasses.replace(image, exact_version=exact, attributes={**image.attributes, "catalogue": key})

@@ -171,6 +171,7 @@ async def choose_accel(settings: QemuSettings, kernel: Path | None) -> accel_mod
 
 
 def _read_host_key_setting(value: str) -> list[str]:
+    """The pinned host key(s): the setting itself, or the content of the file it names (sync)."""
     path = Path(value).expanduser()
     if len(value) < 4096 and "\n" not in value and path.is_file():
         return [path.read_text()]
@@ -255,7 +256,11 @@ class QemuBuildHost:
                     "this image reads no cloud-init seed: set the qemu provider's ssh_user and ssh_private_key "
                     "(AIB_QEMU_SSH_USER, AIB_QEMU_SSH_PRIVATE_KEY)"
                 )
-            host_keys = _read_host_key_setting(settings.ssh_host_key) if settings.ssh_host_key else []
+            host_keys = (
+                await anyio.to_thread.run_sync(_read_host_key_setting, settings.ssh_host_key)
+                if settings.ssh_host_key
+                else []
+            )
             if not host_keys and not ctx.options.trust_on_first_use:
                 raise BuildHostError(
                     "no pinned SSH host key for this image: set the qemu provider's ssh_host_key "
@@ -318,7 +323,7 @@ class QemuBuildHost:
             data_disks.append(path)
         ovmf_vars = None
         if image.kernel is None and image.hyper_v_generation == "V2":
-            if not OVMF_CODE.is_file():
+            if not await anyio.Path(OVMF_CODE).is_file():
                 raise BuildHostError("hyperVGeneration V2 needs UEFI firmware: install Debian's ovmf package")
             ovmf_vars = machine.directory / "OVMF_VARS.fd"
             await anyio.to_thread.run_sync(shutil.copyfile, OVMF_VARS, ovmf_vars)

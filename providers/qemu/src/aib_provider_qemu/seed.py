@@ -12,8 +12,10 @@ guest's init parses it with awk; it is ordinary cloud-config for cloud-init.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -80,6 +82,18 @@ def meta_data(instance_id: str, hostname: str = "aib-build") -> str:
     return f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
 
 
+def _open_private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def write_private(iso: Any, path: Path) -> None:
+    """Write a pycdlib ``iso`` to ``path``, created 0600: seeds hold secrets, never readable by others, not even
+    briefly (sync; call in a worker thread)."""
+    with open(path, "wb", opener=_open_private) as fh:
+        iso.write_fp(fh)
+    path.chmod(0o600)  # a file that already existed keeps its mode on open
+
+
 def _write_iso(path: Path, files: dict[str, str]) -> None:
     import pycdlib
 
@@ -90,10 +104,9 @@ def _write_iso(path: Path, files: dict[str, str]) -> None:
             data = text.encode()
             short = name.replace("-", "").upper()[:8]
             iso.add_fp(io.BytesIO(data), len(data), f"/{short}.;1", rr_name=name, joliet_path=f"/{name}")
-        iso.write(str(path))
+        write_private(iso, path)
     finally:
         iso.close()
-    path.chmod(0o600)
 
 
 async def write_seed(path: Path, *, user: str, keys: BuildKeys, instance_id: str) -> None:

@@ -18,16 +18,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, ClassVar, Literal
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 import httpx
 from pydantic import BaseModel, field_validator
 
+from aib_sdk import disks
 from aib_sdk.artifacts import DiskFormat, DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ChecksumError, FetchError, SourceError, UsageError
-from aib_sdk.fetch import RETRY_STATUS, redact_uri
+from aib_sdk.fetch import RETRY_STATUS, apply_uri_map, redact_uri
 from aib_sdk.models.specs import AibModel
 from aib_sdk.routing import local_file_path, uri_scheme
 
@@ -64,14 +64,6 @@ class DiskImageSource(AibModel):
 # Local files ---------------------------------------------------------------------------------------------------
 
 
-def apply_uri_map(uri: str, uri_map: dict[str, str]) -> str:
-    """``uri`` with the longest matching ``--map-uri`` prefix replaced."""
-    for prefix in sorted(uri_map, key=len, reverse=True):
-        if uri.startswith(prefix):
-            return uri_map[prefix] + uri[len(prefix) :]
-    return uri
-
-
 def local_path(uri: str, base: Path | None) -> Path:
     """A ``file://`` URI or a plain path as an absolute local path; relative paths resolve against ``base``.
 
@@ -88,18 +80,6 @@ def local_path(uri: str, base: Path | None) -> Path:
     if path.is_absolute():
         return Path(str(path))
     return (base or Path.cwd()) / str(path)
-
-
-def _hash_file(path: Path, on_chunk: Any = None) -> str:
-    digest = hashlib.sha256()
-    done = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            done += len(chunk)
-            if on_chunk is not None:
-                on_chunk(done)
-    return digest.hexdigest()
 
 
 def _sniff_format(path: Path) -> DiskFormat:
@@ -134,23 +114,6 @@ async def check_format(path: Path, declared: DiskFormat | None) -> DiskFormat:
     if declared != "raw" and found != declared:
         raise SourceError(f"{path} is declared {declared} but is {found}")
     return declared
-
-
-async def sha256_file(path: Path, ctx: RunContext | None = None, label: str | None = None) -> str:
-    """Stream-hash ``path`` in a worker thread, reporting ``verify`` progress to ``ctx``."""
-    if ctx is None:
-        return await anyio.to_thread.run_sync(_hash_file, path)
-    total = (await anyio.Path(path).stat()).st_size
-    name = label or path.name
-    last = [0.0]
-
-    def report(done: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.25 or done == total:
-            last[0] = now
-            anyio.from_thread.run_sync(ctx.progress, "verify", name, done, total)
-
-    return await anyio.to_thread.run_sync(_hash_file, path, report)
 
 
 @asynccontextmanager
@@ -385,7 +348,7 @@ class UrlDiskSource:
             path = local_path(uri, base)
             if not await anyio.Path(path).is_file():
                 raise SourceError(f"source disk not found: {path}")
-            digest = await sha256_file(path, ctx)
+            digest = await disks.sha256_file(path, lambda done, total: ctx.progress("verify", path.name, done, total))
             if spec.sha256_checksum and digest != spec.sha256_checksum:
                 raise ChecksumError(uri, spec.sha256_checksum, digest)
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import secrets
 import string
@@ -25,8 +24,10 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 
+from aib_provider_qemu import seed
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk.communicators.winrm import AuthenticationError, WinRMCommunicator
+from aib_sdk.communicators.winrm.scripts import quote
 from aib_sdk.errors import BuildHostError, CommunicatorError
 
 WINRM_HTTP_PORT = 5985
@@ -76,11 +77,6 @@ def check_username(user: str) -> str:
     return user
 
 
-def ps_quote(text: str) -> str:
-    """``text`` as a PowerShell single-quoted literal (only ``'`` is special there: it doubles)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def user_data(user: str, password: str) -> str:
     """The cloudbase-init ``#ps1_sysnative`` script giving the build WinRM access as a local administrator."""
     check_username(user)
@@ -88,8 +84,8 @@ def user_data(user: str, password: str) -> str:
         "#ps1_sysnative",
         "# aib-sdk build access: written per build, deleted when the build ends.",
         "$ErrorActionPreference = 'Stop'",
-        f"$user = {ps_quote(user)}",
-        f"$password = ConvertTo-SecureString {ps_quote(password)} -AsPlainText -Force",
+        f"$user = {quote(user)}",
+        f"$password = ConvertTo-SecureString {quote(password)} -AsPlainText -Force",
         "if (Get-LocalUser -Name $user -ErrorAction SilentlyContinue) {",
         "  Set-LocalUser -Name $user -Password $password -PasswordNeverExpires $true",
         "  Enable-LocalUser -Name $user",
@@ -143,15 +139,9 @@ def _write_config_drive(path: Path, files: dict[str, str]) -> None:
                 rr_name=name,
                 joliet_path=f"/openstack/latest/{name}",
             )
-        with open(path, "wb", opener=_open_private) as fh:
-            iso.write_fp(fh)
-        path.chmod(0o600)
+        seed.write_private(iso, path)
     finally:
         iso.close()
-
-
-def _open_private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)  # created 0600: the password is never readable by others, not even briefly
 
 
 async def write_seed(path: Path, *, user: str, password: str, instance_id: str) -> None:

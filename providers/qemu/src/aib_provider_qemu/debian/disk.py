@@ -27,8 +27,8 @@ MiB = 1 << 20
 SECTOR = 512
 ESP_SIZE = 64 * MiB
 GRUB_LIB = Path("/usr/lib/grub")
-BIOS_MODULES = [
-    "biosdisk",
+# GRUB modules both firmwares need: read the ext4 root by UUID, load grub.cfg, boot Linux, serial console.
+_COMMON_MODULES = (
     "part_msdos",
     "ext2",
     "search",
@@ -40,25 +40,11 @@ BIOS_MODULES = [
     "configfile",
     "serial",
     "terminal",
-]
-EFI_MODULES = [
-    "part_gpt",
-    "part_msdos",
-    "fat",
-    "ext2",
-    "search",
-    "search_fs_uuid",
-    "normal",
-    "linux",
-    "echo",
-    "test",
-    "configfile",
-    "serial",
-    "terminal",
-    "efi_gop",
-    "all_video",
-]
+)
+BIOS_MODULES = ("biosdisk", *_COMMON_MODULES)
+EFI_MODULES = ("part_gpt", "fat", *_COMMON_MODULES, "efi_gop", "all_video")
 Firmware = Literal["bios", "uefi"]
+GRUB_PLATFORM: dict[Firmware, str] = {"bios": "i386-pc", "uefi": "x86_64-efi"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +78,7 @@ def install_grub_files(root: Path, fs_uuid: str, kernel_args: str, firmware: Fir
     grub = root / "boot" / "grub"
     grub.mkdir(parents=True, exist_ok=True)
     (grub / "grub.cfg").write_text(grub_cfg(fs_uuid, kernel_args), encoding="utf-8")
-    platform = "i386-pc" if firmware == "bios" else "x86_64-efi"
+    platform = GRUB_PLATFORM[firmware]
     source = GRUB_LIB / platform
     if not source.is_dir():
         raise SourceError(f"GRUB {platform} files not found in {source}: install {grub_package(firmware)}")
@@ -162,14 +148,14 @@ async def make_bios_disk(root: Path, disk: Path, size: int, fs_uuid: str, log: L
     cfg = work / "embedded.cfg"
     await anyio.Path(cfg).write_text(_embedded_cfg(fs_uuid), encoding="utf-8")
     await run_logged(
-        ["grub-mkimage", "-O", "i386-pc", "-p", "/boot/grub", "-c", cfg, "-o", core, *BIOS_MODULES],
+        ["grub-mkimage", "-O", GRUB_PLATFORM["bios"], "-p", "/boot/grub", "-c", cfg, "-o", core, *BIOS_MODULES],
         log,
         what="grub-mkimage",
     )
     core_bytes = await anyio.Path(core).read_bytes()
     if len(core_bytes) > MiB - SECTOR:
         raise SourceError(f"GRUB core.img is {len(core_bytes)} bytes and does not fit before the first partition")
-    boot = await anyio.Path(GRUB_LIB / "i386-pc" / "boot.img").read_bytes()
+    boot = await anyio.Path(GRUB_LIB / GRUB_PLATFORM["bios"] / "boot.img").read_bytes()
     await _sparse_file(disk, size)
     await _sfdisk(disk, "label: dos\nstart=2048, type=83, bootable\n", log)
     (part,) = await _partitions(disk)
@@ -186,7 +172,7 @@ async def make_uefi_disk(root: Path, disk: Path, size: int, fs_uuid: str, log: L
     cfg = work / "embedded.cfg"
     await anyio.Path(cfg).write_text(_embedded_cfg(fs_uuid), encoding="utf-8")
     await run_logged(
-        ["grub-mkimage", "-O", "x86_64-efi", "-p", "/boot/grub", "-c", cfg, "-o", efi, *EFI_MODULES],
+        ["grub-mkimage", "-O", GRUB_PLATFORM["uefi"], "-p", "/boot/grub", "-c", cfg, "-o", efi, *EFI_MODULES],
         log,
         what="grub-mkimage",
     )
@@ -212,27 +198,3 @@ async def make_uefi_disk(root: Path, disk: Path, size: int, fs_uuid: str, log: L
     await run_logged(["mcopy", "-i", image, efi, "::/EFI/BOOT/BOOTX64.EFI"], log, what="mcopy", env=env)
     await _mkfs_ext4(root, disk, rootpart, fs_uuid, log)
     log("installed GRUB (UEFI): EFI/BOOT/BOOTX64.EFI on a FAT ESP made with mtools")
-
-
-async def to_qcow2(raw: Path, out: Path, log: LineSink) -> None:
-    """Compress ``raw`` into a zstd-compressed qcow2 at ``out``."""
-    await run_logged(
-        [
-            "qemu-img",
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            "-c",
-            "-o",
-            "compression_type=zstd",
-            "-W",
-            "-m",
-            "4",
-            raw,
-            out,
-        ],
-        log,
-        what="qemu-img convert",
-    )

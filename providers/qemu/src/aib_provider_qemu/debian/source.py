@@ -23,7 +23,9 @@ import anyio.to_thread
 from pydantic import BaseModel
 
 from aib_provider_qemu.debian import disk, mirror, rootfs
-from aib_provider_qemu.url_source import cache_lock, sha256_file
+from aib_provider_qemu.host import OVMF_CODE, OVMF_VARS
+from aib_provider_qemu.url_source import cache_lock
+from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
@@ -33,8 +35,6 @@ from aib_sdk.models.specs import PlatformImageSource
 BUILDER_VERSION = "1"
 LOG_SOURCE = "debian-bootstrap"
 DISK_SIZE = 2 << 30
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
 @dataclass(frozen=True)
@@ -118,17 +118,13 @@ def check_can_build(firmware: disk.Firmware) -> None:
         raise SourceError("building the Debian base image needs root (debootstrap); run the build as root once")
     tools = TOOLS | (UEFI_TOOLS if firmware == "uefi" else {})
     missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None})
-    platform = GRUB_PLATFORM[firmware]
-    if not (disk.GRUB_LIB / platform).is_dir():
+    if not (disk.GRUB_LIB / disk.GRUB_PLATFORM[firmware]).is_dir():
         missing.append(disk.grub_package(firmware))
     if missing:
         raise SourceError(
             f"cannot build the Debian base image: install {', '.join(sorted(set(missing)))} "
             "(apt-get install; listed in providers/qemu/apt-packages-debian.txt)"
         )
-
-
-GRUB_PLATFORM: dict[str, str] = {"bios": "i386-pc", "uefi": "x86_64-efi"}
 
 
 def _cached_images(root: Path, offer: Offer) -> list[DiskImage]:
@@ -180,7 +176,7 @@ class DebianPlatformSource:
         if not isinstance(spec, PlatformImageSource):
             raise SourceError(f"DebianPlatformSource cannot resolve {type(spec).__name__}")
         offer = find_offer(spec)
-        if offer.firmware == "uefi" and not OVMF_CODE.is_file():
+        if offer.firmware == "uefi" and not await anyio.Path(OVMF_CODE).is_file():
             raise SourceError(f"sku {offer.sku} boots with UEFI: install Debian's 'ovmf' package ({OVMF_CODE})")
         requested = (spec.version or "latest").strip()
         root = ctx.cache_dir / "debian"
@@ -213,7 +209,7 @@ class DebianPlatformSource:
             ctx.log(LOG_SOURCE, f"using cached Debian image {exact} ({offer.sku}) from {root / key}")
             return cached
         await anyio.Path(root).mkdir(parents=True, exist_ok=True)
-        check_can_build(offer.firmware)
+        await anyio.to_thread.run_sync(check_can_build, offer.firmware)
         async with cache_lock(root / f"{key}.lock"):
             cached = await anyio.to_thread.run_sync(_meta_image, root / key)
             if cached is not None:
@@ -248,8 +244,8 @@ class DebianPlatformSource:
             ctx.progress("debian-bootstrap", "compress", 2, 4)
             staged = work / "out"
             await anyio.Path(staged).mkdir()
-            await disk.to_qcow2(raw, staged / "disk.qcow2", log)
-            digest = await sha256_file(staged / "disk.qcow2")
+            await disks.convert(raw, "raw", staged / "disk.qcow2", "qcow2", compression="zstd")
+            digest = await disks.sha256_file(staged / "disk.qcow2")
             attributes = {"firmware": offer.firmware, "mirror": source_mirror, "fsUuid": fs_uuid}
             if offer.firmware == "uefi":
                 attributes |= {"ovmfCode": str(OVMF_CODE), "ovmfVars": str(OVMF_VARS)}
