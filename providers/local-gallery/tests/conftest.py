@@ -58,8 +58,9 @@ def make_qcow2(path: Path, *, size_mib: int = 64, data_mib: int = 6, seed: int =
 def artifact_of(path: Path, **kwargs: Any) -> Artifact:
     out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True, capture_output=True)
     virtual = json.loads(out.stdout)["virtual-size"]
-    return Artifact(path=path, format="qcow2", virtual_size=virtual, sha256=kwargs.pop("sha256", sha256_of(path)),
-                    **kwargs)
+    return Artifact(
+        path=path, format="qcow2", virtual_size=virtual, sha256=kwargs.pop("sha256", sha256_of(path)), **kwargs
+    )
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +94,13 @@ class GalleryEnv:
 
     def ctx(self, *, run_id: str | None = None, **options: Any) -> RunContext:
         config = self.config
-        return make_run_context(self.tmp_path, config=config, emit=self.events, run_id=run_id,
-                                options=BuildOptions(config=config, **options))
+        return make_run_context(
+            self.tmp_path,
+            config=config,
+            emit=self.events,
+            run_id=run_id,
+            options=BuildOptions(config=config, **options),
+        )
 
     sha256_of = staticmethod(sha256_of)
     make_qcow2 = staticmethod(make_qcow2)
@@ -112,8 +118,7 @@ class GalleryEnv:
 @pytest.fixture
 def gallery(tmp_path: Path) -> GalleryEnv:
     root = tmp_path / "gallery"
-    data = {"local-gallery": {"root": str(root), "chunk_size": 256 << 10, "fsync": "false",
-                              "progress_interval": 0.005}}
+    data = {"local-gallery": {"root": str(root), "chunk_size": 256 << 10, "fsync": "false", "progress_interval": 0.005}}
     return GalleryEnv(tmp_path, root, data, EventRecorder())
 
 

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.anyio
 RG = "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute"
 
 
-async def aib(gallery: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-              *argv: str) -> tuple[int, str, str]:
+async def aib(
+    gallery: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str
+) -> tuple[int, str, str]:
     monkeypatch.setenv("AIB_GALLERY_ROOT", str(gallery.root))
     monkeypatch.setenv("AIB_LOCAL_GALLERY_CHUNK_SIZE", "262144")
     monkeypatch.delenv("AIB_CONFIG", raising=False)
@@ -36,20 +37,43 @@ async def test_cli_round_trip(gallery: Any, small_qcow2: Path, capsys: Any, monk
     assert code == 0 and out.strip() == f"{RG}/galleries/gal"
     code, _, err = await aib(gallery, capsys, monkeypatch, "gallery", "create", "gal", "--resource-group", "rg")
     assert code == 1 and "already exists" in err
-    code, out, _ = await aib(gallery, capsys, monkeypatch, "gallery", "definition", "create", "gal", "linux",
-                             "--publisher", "acme", "--offer", "base", "--sku", "gen2", "--os-type", "Linux",
-                             "--os-state", "Generalized", "--hyper-v-generation", "V2", "--json")
+    code, out, _ = await aib(
+        gallery,
+        capsys,
+        monkeypatch,
+        "gallery",
+        "definition",
+        "create",
+        "gal",
+        "linux",
+        "--publisher",
+        "acme",
+        "--offer",
+        "base",
+        "--sku",
+        "gen2",
+        "--os-type",
+        "Linux",
+        "--os-state",
+        "Generalized",
+        "--hyper-v-generation",
+        "V2",
+        "--json",
+    )
     definition = json.loads(out)
     assert code == 0 and definition["id"] == f"{RG}/galleries/gal/images/linux"
     assert definition["hyperVGeneration"] == "V2" and definition["location"] == "local"
 
-    spec = SharedImageDistributor.model_validate({"type": "SharedImage", "runOutputName": "o",
-                                                  "galleryImageId": definition["id"]})
+    spec = SharedImageDistributor.model_validate(
+        {"type": "SharedImage", "runOutputName": "o", "galleryImageId": definition["id"]}
+    )
     ctx = gallery.ctx()
     for exclude in (False, True):
         await LocalSharedImageDistributor().publish(
             gallery.artifact_of(small_qcow2, hyper_v_generation="V2"),
-            spec.model_copy(update={"exclude_from_latest": exclude}), ctx)
+            spec.model_copy(update={"exclude_from_latest": exclude}),
+            ctx,
+        )
 
     code, out, _ = await aib(gallery, capsys, monkeypatch, "gallery", "versions", "gal", "linux")
     lines = out.splitlines()
@@ -59,16 +83,16 @@ async def test_cli_round_trip(gallery: Any, small_qcow2: Path, capsys: Any, monk
     listing = json.loads(out)
     assert listing["galleries"][0]["definitions"][0]["versions"] == ["0.0.1", "0.0.2"]
     assert listing["galleries"][0]["definitions"][0]["latest"] == "0.0.1"
-    code, out, _ = await aib(gallery, capsys, monkeypatch, "gallery", "show",
-                             f"{definition['id']}/versions/latest")
+    code, out, _ = await aib(gallery, capsys, monkeypatch, "gallery", "show", f"{definition['id']}/versions/latest")
     shown = json.loads(out)
     assert shown["name"] == "0.0.1" and shown["regions"][0]["sha256"] == gallery.sha256_of(small_qcow2)
 
     code, _, err = await aib(gallery, capsys, monkeypatch, "gallery", "delete", definition["id"])
     assert code == 1 and "still holds versions" in err
     for version in ("0.0.1", "0.0.2"):
-        code, out, _ = await aib(gallery, capsys, monkeypatch, "gallery", "delete",
-                                 f"{definition['id']}/versions/{version}")
+        code, out, _ = await aib(
+            gallery, capsys, monkeypatch, "gallery", "delete", f"{definition['id']}/versions/{version}"
+        )
         assert code == 0 and "deleted" in out
     code, out, _ = await aib(gallery, capsys, monkeypatch, "gallery", "versions", "gal", "linux", "-g", "rg")
     assert out.strip() == "no versions"

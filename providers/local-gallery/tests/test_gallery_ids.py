@@ -63,8 +63,13 @@ def test_version_parsing() -> None:
 
 def test_settings_root_regions_and_env(tmp_path: Path) -> None:
     config = Config(
-        {"local-gallery": {"root": str(tmp_path / "g"), "regions": {"westeurope": str(tmp_path / "we")},
-                           "home_region": "eastus"}},
+        {
+            "local-gallery": {
+                "root": str(tmp_path / "g"),
+                "regions": {"westeurope": str(tmp_path / "we")},
+                "home_region": "eastus",
+            }
+        },
         {"HOME": str(tmp_path)},
     )
     settings = GallerySettings.from_config(config)

@@ -26,9 +26,18 @@ DEF_ID = "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/gal
 def define(gallery: GalleryEnv, location: str = "local") -> None:
     store = gallery.store
     store.create_gallery(GalleryRef("rg", "gal"), location)
-    store.create_definition(DefinitionRecord(
-        id=DEF_ID, name="linux", gallery="gal", resource_group="rg", location=location,
-        publisher="acme", offer="base", sku="one"))
+    store.create_definition(
+        DefinitionRecord(
+            id=DEF_ID,
+            name="linux",
+            gallery="gal",
+            resource_group="rg",
+            location=location,
+            publisher="acme",
+            offer="base",
+            sku="one",
+        )
+    )
 
 
 def target(**fields: Any) -> SharedImageDistributor:
@@ -44,17 +53,24 @@ async def publish(gallery: GalleryEnv, image: Path, spec: SharedImageDistributor
 
 
 def allowed_files(gallery: GalleryEnv) -> list[Path]:
-    return [gallery.root / "resourceGroups/rg/galleries/gal/gallery.json",
-            gallery.root / "resourceGroups/rg/galleries/gal/images/linux/definition.json"]
+    return [
+        gallery.root / "resourceGroups/rg/galleries/gal/gallery.json",
+        gallery.root / "resourceGroups/rg/galleries/gal/images/linux/definition.json",
+    ]
 
 
 async def test_replicates_to_three_regions_concurrently_and_verified(gallery: GalleryEnv, big_qcow2: Path) -> None:
     small_qcow2 = big_qcow2
     define(gallery)
     gallery.map_region("westeurope", gallery.tmp_path / "we")
-    spec = target(targetRegions=[{"name": "westeurope", "replicaCount": 2},
-                                 {"name": "eastus", "storageAccountType": "Premium_LRS"}],
-                  artifactTags={"team": "infra"}, versioning={"scheme": "Latest", "major": 3})
+    spec = target(
+        targetRegions=[
+            {"name": "westeurope", "replicaCount": 2},
+            {"name": "eastus", "storageAccountType": "Premium_LRS"},
+        ],
+        artifactTags={"team": "infra"},
+        versioning={"scheme": "Latest", "major": 3},
+    )
     artifact_id = await publish(gallery, small_qcow2, spec)
     assert artifact_id == f"{DEF_ID}/versions/3.0.1"
 
@@ -94,12 +110,17 @@ async def test_replicates_to_three_regions_concurrently_and_verified(gallery: Ga
 
 async def test_replication_regions_and_explicit_version_conflict(gallery: GalleryEnv, small_qcow2: Path) -> None:
     define(gallery)
-    spec = target(galleryImageId=f"{DEF_ID}/versions/1.0.0", replicationRegions=["local", "northeurope"],
-                  storageAccountType="Standard_ZRS")
+    spec = target(
+        galleryImageId=f"{DEF_ID}/versions/1.0.0",
+        replicationRegions=["local", "northeurope"],
+        storageAccountType="Standard_ZRS",
+    )
     assert await publish(gallery, small_qcow2, spec) == f"{DEF_ID}/versions/1.0.0"
     manifest = gallery.store.get_image(GalleryImageRef("rg", "gal", "linux", "1.0.0"))
     assert [(r.region, r.storage_account_type) for r in manifest.regions] == [
-        ("local", "Standard_ZRS"), ("northeurope", "Standard_ZRS")]
+        ("local", "Standard_ZRS"),
+        ("northeurope", "Standard_ZRS"),
+    ]
     before = gallery.files()
     with pytest.raises(ConflictError, match="already exists"):
         await publish(gallery, small_qcow2, spec)
@@ -119,8 +140,9 @@ async def test_versioning_reference_example_and_source_scheme(gallery: GalleryEn
     assert (await publish(gallery, image, target(versioning={"scheme": "Latest", "major": 0}))).endswith("/0.1.3")
     assert (await publish(gallery, image, target(versioning={"scheme": "Latest"}))).endswith("/2.1.1")
     assert (await publish(gallery, image, target())).endswith("/2.1.2")  # no versioning: Latest
-    assert (await publish(gallery, image, target(versioning={"scheme": "Source"}),
-                          source_version="7.3.1")).endswith("/7.3.1")
+    assert (await publish(gallery, image, target(versioning={"scheme": "Source"}), source_version="7.3.1")).endswith(
+        "/7.3.1"
+    )
     with pytest.raises(DistributeError, match="not a gallery version"):
         await publish(gallery, image, target(versioning={"scheme": "Source"}), source_version="20241105")
 
@@ -130,18 +152,23 @@ async def test_exclude_from_latest_and_source_resolution(gallery: GalleryEnv, tm
     v1 = gallery.make_qcow2(tmp_path / "v1.qcow2", size_mib=4, data_mib=1, seed=1)
     v2 = gallery.make_qcow2(tmp_path / "v2.qcow2", size_mib=4, data_mib=1, seed=2)
     await publish(gallery, v1, target(galleryImageId=f"{DEF_ID}/versions/1.0.0"))
-    await publish(gallery, v2, target(galleryImageId=f"{DEF_ID}/versions/1.1.0", excludeFromLatest=True,
-                                      targetRegions=[{"name": "eastus"}]))
+    await publish(
+        gallery,
+        v2,
+        target(galleryImageId=f"{DEF_ID}/versions/1.1.0", excludeFromLatest=True, targetRegions=[{"name": "eastus"}]),
+    )
     source = LocalSharedImageVersionSource()
     spec = SharedImageVersionSource.model_validate(
-        {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/latest"})
+        {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/latest"}
+    )
     assert LocalSharedImageVersionSource.claims(spec, gallery.config)
     image = await source.resolve(spec, gallery.ctx())
     assert image.exact_version == "1.0.0"
     assert image.format == "qcow2" and image.sha256 == gallery.sha256_of(v1) == gallery.sha256_of(image.path)
     assert image.path.is_relative_to(gallery.root / "regions" / "local")  # the home region's copy
     explicit = SharedImageVersionSource.model_validate(
-        {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/1.1.0"})
+        {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/1.1.0"}
+    )
     assert (await source.resolve(explicit, gallery.ctx())).sha256 == gallery.sha256_of(v2)
     # the next Latest version counts excluded ones too, so it never collides
     assert (await publish(gallery, v2, target())).endswith("/1.1.1")
@@ -179,8 +206,10 @@ async def test_failure_mid_replication_leaves_nothing(gallery: GalleryEnv, tmp_p
     define(gallery)
     image = gallery.make_qcow2(tmp_path / "big.qcow2", size_mib=32, data_mib=8)
     gallery.map_region("tiny", tmpfs("tinyfs", 2048))  # 2 MiB: runs out of space mid-copy
-    spec = target(galleryImageId=f"{DEF_ID}/versions/1.0.0",
-                  targetRegions=[{"name": "eastus"}, {"name": "tiny"}, {"name": "westus"}])
+    spec = target(
+        galleryImageId=f"{DEF_ID}/versions/1.0.0",
+        targetRegions=[{"name": "eastus"}, {"name": "tiny"}, {"name": "westus"}],
+    )
     with pytest.raises(DistributeError, match="region tiny") as info:
         await publish(gallery, image, spec)
     assert "No space left" in str(info.value)  # so it failed while copying, after 2 MiB were written
@@ -231,8 +260,10 @@ async def test_missing_definition_prints_the_command(gallery: GalleryEnv, small_
         await publish(gallery, small_qcow2, spec)
     text = str(info.value)
     assert "aib gallery create gal --resource-group rg" in text
-    assert ("aib gallery definition create gal linux --resource-group rg --publisher local --offer gal "
-            "--sku linux --os-type Linux --os-state Generalized --hyper-v-generation V1") in text
+    assert (
+        "aib gallery definition create gal linux --resource-group rg --publisher local --offer gal "
+        "--sku linux --os-type Linux --os-state Generalized --hyper-v-generation V1"
+    ) in text
     assert "--create-missing" in text
     gallery.store.create_gallery(GalleryRef("rg", "gal"))
     with pytest.raises(DistributeError) as info:

@@ -22,12 +22,17 @@ from aib_sdk.cli import main
 from aib_sdk.testing.fixtures_vm import read_ext4_file
 
 TEMPLATES = Path(__file__).resolve().parents[3] / ".." / "shared" / "conformance" / "aib-templates" / "templates"
-SIG_FROM_SIG = TEMPLATES / ("azvmimagebuilder__quickquickstarts__8_Creating_a_Custom_Linux_Shared_Image_Gallery_"
-                            "Image_from_SIG__helloImageTemplateforSIGfromSIG.json")
-RECUSTOMIZE = TEMPLATES / ("azvmimagebuilder__quickquickstarts__3_Customize_a_Managed_Image_and_Import_into_SIG__"
-                           "helloImageTemplateforReCustomization.json")
-TO_VHD = TEMPLATES / ("azvmimagebuilder__quickquickstarts__4_Creating_a_Custom_Linux_Image_to_VHD__"
-                      "helloImageTemplateVHD.json")
+SIG_FROM_SIG = TEMPLATES / (
+    "azvmimagebuilder__quickquickstarts__8_Creating_a_Custom_Linux_Shared_Image_Gallery_"
+    "Image_from_SIG__helloImageTemplateforSIGfromSIG.json"
+)
+RECUSTOMIZE = TEMPLATES / (
+    "azvmimagebuilder__quickquickstarts__3_Customize_a_Managed_Image_and_Import_into_SIG__"
+    "helloImageTemplateforReCustomization.json"
+)
+TO_VHD = TEMPLATES / (
+    "azvmimagebuilder__quickquickstarts__4_Creating_a_Custom_Linux_Image_to_VHD__helloImageTemplateVHD.json"
+)
 REHEARSAL_DATA = Path(__file__).resolve().parent / "data" / "rehearsal"
 MAP_URI = f"https://raw.githubusercontent.com/={REHEARSAL_DATA.as_uri()}/"
 
@@ -35,10 +40,16 @@ RG, GALLERY, DEFINITION, OUTPUT = "imagesRG", "rehearsalSIG", "ubuntuLike", "sig
 GALLERY_ID = f"/subscriptions/local/resourceGroups/{RG}/providers/Microsoft.Compute/galleries/{GALLERY}"
 DEF_ID = f"{GALLERY_ID}/images/{DEFINITION}"
 REGIONS = ("westus2", "eastus")
-PARAMS = {"subscriptionID": "00000000-1111-2222-3333-444444444444", "rgName": RG, "sharedImageGalName": GALLERY,
-          "imageDefName": DEFINITION, "runOutputName": OUTPUT, "region1": REGIONS[0], "region2": REGIONS[1],
-          "imgBuilderId": "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/"
-                          "userAssignedIdentities/z"}
+PARAMS = {
+    "subscriptionID": "00000000-1111-2222-3333-444444444444",
+    "rgName": RG,
+    "sharedImageGalName": GALLERY,
+    "imageDefName": DEFINITION,
+    "runOutputName": OUTPUT,
+    "region1": REGIONS[0],
+    "region2": REGIONS[1],
+    "imgBuilderId": "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/z",
+}
 JSON_KEYS = {"runId", "templateName", "lastRunStatus", "runOutputs", "source", "stagingDirectory"}
 STATUS_KEYS = {"runState", "runSubState", "message", "startTime", "endTime"}
 
@@ -59,8 +70,19 @@ class Aib:
 
     def build(self, template: Path, *extra: str, params: dict[str, str] | None = None) -> tuple[int, str, str]:
         """``aib build TEMPLATE --profile local --param … --map-uri … --json --progress none EXTRA…``."""
-        argv = ["build", str(template), "--profile", "local", "--map-uri", MAP_URI, "--json", "--progress", "none",
-                "--timeout", "10m"]
+        argv = [
+            "build",
+            str(template),
+            "--profile",
+            "local",
+            "--map-uri",
+            MAP_URI,
+            "--json",
+            "--progress",
+            "none",
+            "--timeout",
+            "10m",
+        ]
         for name, value in (PARAMS if params is None else params).items():
             argv += ["--param", f"{name}={value}"]
         return self(*argv, *extra)
@@ -70,8 +92,22 @@ class Aib:
         code, out, err = self("gallery", "create", GALLERY, "--resource-group", RG, "--location", REGIONS[0])
         assert code == 0, err
         assert out.strip() == GALLERY_ID
-        code, out, err = self("gallery", "definition", "create", GALLERY, DEFINITION, "--resource-group", RG,
-                              "--publisher", "rehearsal", "--offer", "tiny", "--sku", "busybox", "--json")
+        code, out, err = self(
+            "gallery",
+            "definition",
+            "create",
+            GALLERY,
+            DEFINITION,
+            "--resource-group",
+            RG,
+            "--publisher",
+            "rehearsal",
+            "--offer",
+            "tiny",
+            "--sku",
+            "busybox",
+            "--json",
+        )
         assert code == 0, err
         assert json.loads(out)["id"] == DEF_ID
 
@@ -83,8 +119,9 @@ class Aib:
 
 
 @pytest.fixture
-def aib(tmp_path: Path, tiny_guest_cache: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> Aib:
+def aib(
+    tmp_path: Path, tiny_guest_cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Aib:
     root = tmp_path / "gallery"
     monkeypatch.setenv("AIB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("AIB_CACHE", str(tiny_guest_cache))
@@ -148,16 +185,24 @@ def test_missing_params_listed_at_once(aib: Aib) -> None:
     code, out, err = aib("build", str(SIG_FROM_SIG), "--profile", "local", "--json")
     assert code == 1 and out == ""
     missing = [line.split()[1] for line in err.splitlines() if line.strip().startswith("--param ")]
-    expected = ["sigDefImgVersionId", "rgName", "sharedImageGalName", "imageDefName", "runOutputName", "region1",
-                "region2"]
+    expected = [
+        "sigDefImgVersionId",
+        "rgName",
+        "sharedImageGalName",
+        "imageDefName",
+        "runOutputName",
+        "region1",
+        "region2",
+    ]
     assert sorted(m.split("=")[0] for m in missing) == sorted(expected)
     assert all(m.endswith("=VALUE") for m in missing)
     assert "subscriptionID" not in err  # --profile local maps the subscription to 'local'
     assert not (aib.tmp_path / "home" / "staging").exists()  # refused before any run started
     # With --source replacing the gallery source, its placeholder is no longer needed.
     params = {k: v for k, v in PARAMS.items() if k not in ("region2", "runOutputName")}
-    code, _, err = aib.build(SIG_FROM_SIG, "--source", '{"type": "DiskImage", "uri": "file:///nonexistent.qcow2"}',
-                             params=params)
+    code, _, err = aib.build(
+        SIG_FROM_SIG, "--source", '{"type": "DiskImage", "uri": "file:///nonexistent.qcow2"}', params=params
+    )
     named = {line.split()[1].split("=")[0] for line in err.splitlines() if line.strip().startswith("--param ")}
     assert code == 1 and named == {"region2", "runOutputName"}
     assert not (aib.tmp_path / "home" / "staging").exists()

@@ -33,9 +33,18 @@ DEF_ID = f"{RG}/galleries/gal/images/linux"
 
 def define(gallery: Any) -> None:
     gallery.store.create_gallery(GalleryRef("rg", "gal"))
-    gallery.store.create_definition(DefinitionRecord(
-        id=DEF_ID, name="linux", gallery="gal", resource_group="rg", location="local",
-        publisher="acme", offer="base", sku="one"))
+    gallery.store.create_definition(
+        DefinitionRecord(
+            id=DEF_ID,
+            name="linux",
+            gallery="gal",
+            resource_group="rg",
+            location="local",
+            publisher="acme",
+            offer="base",
+            sku="one",
+        )
+    )
 
 
 def shared_extents(path: Path) -> bool:
@@ -48,9 +57,14 @@ async def test_reflink_where_the_filesystem_supports_it(gallery: Any, xfs_reflin
     define(gallery)
     image = gallery.make_qcow2(xfs_reflink / "artifact.qcow2", size_mib=32, data_mib=4)
     gallery.map_region("fast", xfs_reflink / "fast")
-    spec = SharedImageDistributor.model_validate({
-        "type": "SharedImage", "runOutputName": "sig", "galleryImageId": f"{DEF_ID}/versions/1.0.0",
-        "targetRegions": [{"name": "fast"}]})
+    spec = SharedImageDistributor.model_validate(
+        {
+            "type": "SharedImage",
+            "runOutputName": "sig",
+            "galleryImageId": f"{DEF_ID}/versions/1.0.0",
+            "targetRegions": [{"name": "fast"}],
+        }
+    )
     await LocalSharedImageDistributor().publish(gallery.artifact_of(image), spec, gallery.ctx())
     manifest = gallery.store.get_image(GalleryImageRef("rg", "gal", "linux", "1.0.0"))
     methods = {r.region: r.method for r in manifest.regions}
@@ -64,7 +78,8 @@ async def test_reflink_where_the_filesystem_supports_it(gallery: Any, xfs_reflin
 async def test_managed_image_publish_source_and_conflict(gallery: Any, small_qcow2: Path) -> None:
     image_id = f"{RG}/images/web-base"
     spec = ManagedImageDistributor.model_validate(
-        {"type": "ManagedImage", "runOutputName": "mi", "imageId": image_id, "location": "eastus"})
+        {"type": "ManagedImage", "runOutputName": "mi", "imageId": image_id, "location": "eastus"}
+    )
     assert LocalManagedImageDistributor.claims(spec, gallery.config)
     out = await LocalManagedImageDistributor().publish(gallery.artifact_of(small_qcow2), spec, gallery.ctx())
     assert out.artifact_id == image_id
@@ -88,19 +103,26 @@ async def test_boot_facts_travel_with_the_image(gallery: Any, small_qcow2: Path,
     kernel.write_bytes(b"kernel image")
     artifact = gallery.artifact_of(small_qcow2)
     artifact.source_image = DiskImage(
-        path=tmp_path / "base.raw", format="raw", kernel=kernel, kernel_args="console=ttyS0 root=/dev/nvme0n1",
-        disk_interface="nvme", access="static", attributes={"ready_line": "READY"})
+        path=tmp_path / "base.raw",
+        format="raw",
+        kernel=kernel,
+        kernel_args="console=ttyS0 root=/dev/nvme0n1",
+        disk_interface="nvme",
+        access="static",
+        attributes={"ready_line": "READY"},
+    )
     spec = SharedImageDistributor.model_validate(
-        {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": f"{DEF_ID}/versions/1.0.0"})
+        {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": f"{DEF_ID}/versions/1.0.0"}
+    )
     await LocalSharedImageDistributor().publish(artifact, spec, gallery.ctx())
     kernel.unlink()  # the cache may be cleaned: the gallery keeps its own copy
     source = SharedImageVersionSource.model_validate(
-        {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/latest"})
+        {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/latest"}
+    )
     disk = await LocalSharedImageVersionSource().resolve(source, gallery.ctx())
     assert disk.kernel is not None and disk.kernel.read_bytes() == b"kernel image"
     assert disk.kernel.is_relative_to(gallery.root)
-    assert (disk.kernel_args, disk.disk_interface, disk.access) == ("console=ttyS0 root=/dev/nvme0n1", "nvme",
-                                                                     "static")
+    assert (disk.kernel_args, disk.disk_interface, disk.access) == ("console=ttyS0 root=/dev/nvme0n1", "nvme", "static")
     assert disk.attributes == {"ready_line": "READY"} and disk.initrd is None
 
 
@@ -120,7 +142,8 @@ async def test_stale_claim_of_a_dead_process_is_reclaimed(gallery: Any, small_qc
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"partial")
     spec = SharedImageDistributor.model_validate(
-        {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": ref.id})
+        {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": ref.id}
+    )
     await LocalSharedImageDistributor().publish(gallery.artifact_of(small_qcow2), spec, gallery.ctx())
     assert not leftover.exists()
     assert gallery.store.get_image(ref).name == "1.0.0"
@@ -130,8 +153,8 @@ async def test_delete_rules(gallery: Any, small_qcow2: Path) -> None:
     define(gallery)
     ref = GalleryImageRef("rg", "gal", "linux", "1.0.0")
     spec = SharedImageDistributor.model_validate(
-        {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": ref.id,
-         "targetRegions": [{"name": "eastus"}]})
+        {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": ref.id, "targetRegions": [{"name": "eastus"}]}
+    )
     await LocalSharedImageDistributor().publish(gallery.artifact_of(small_qcow2), spec, gallery.ctx())
     with pytest.raises(UsageError, match="still holds versions"):
         gallery.store.delete(ref.with_version(None))
@@ -146,7 +169,8 @@ async def test_delete_rules(gallery: Any, small_qcow2: Path) -> None:
 def test_plugin_registers_and_routes_by_id() -> None:
     pm = PluginManager(entry_points=False, plugins=[hooks])
     local = SharedImageDistributor.model_validate(
-        {"type": "SharedImage", "runOutputName": "a", "galleryImageId": DEF_ID})
+        {"type": "SharedImage", "runOutputName": "a", "galleryImageId": DEF_ID}
+    )
     assert pm.distributor_for(local, pm_config()) is LocalSharedImageDistributor
     azure = local.model_copy(update={"gallery_image_id": DEF_ID.replace("/local/", "/0000-1111/")})
     assert not LocalSharedImageDistributor.claims(azure, pm_config())
@@ -178,7 +202,8 @@ async def test_raw_artifact_is_stored_as_qcow2(gallery: Any, tmp_path: Path) -> 
         f.write(b"gallery" * 1000)
     artifact = Artifact(path=raw, format="raw", virtual_size=16 << 20, sha256=gallery.sha256_of(raw))
     spec = SharedImageDistributor.model_validate(
-        {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": DEF_ID})
+        {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": DEF_ID}
+    )
     await LocalSharedImageDistributor().publish(artifact, spec, gallery.ctx())
     manifest = gallery.store.get_image(GalleryImageRef("rg", "gal", "linux", "latest"))
     copy = Path(manifest.regions[0].path)

@@ -10,8 +10,7 @@ from aib_sdk.errors import DistributeError
 EXISTING = ["0.1.1", "0.1.2", "1.0.0", "1.2.0", "2.0.0", "2.1.0"]
 
 
-@pytest.mark.parametrize(("major", "expected"), [(-1, "2.1.1"), (2, "2.1.1"), (1, "1.2.1"), (0, "0.1.3"),
-                                                 (5, "5.0.1")])
+@pytest.mark.parametrize(("major", "expected"), [(-1, "2.1.1"), (2, "2.1.1"), (1, "1.2.1"), (0, "0.1.3"), (5, "5.0.1")])
 def test_latest_scheme_reference_example(major: int, expected: str) -> None:
     assert next_latest(EXISTING, major) == expected
 

@@ -27,8 +27,9 @@ pytestmark = [pytest.mark.vm, pytest.mark.anyio]
 DEF_ID = "/subscriptions/local/resourceGroups/images/providers/Microsoft.Compute/galleries/team/images/tiny"
 
 
-async def test_build_v1_then_v2_from_latest(tmp_path: Path, tiny_guest_source: dict[str, str],
-                                            tiny_guest_cache: Path) -> None:
+async def test_build_v1_then_v2_from_latest(
+    tmp_path: Path, tiny_guest_source: dict[str, str], tiny_guest_cache: Path
+) -> None:
     from aib_provider_qemu import hooks as qemu_hooks
 
     env = dict(os.environ, AIB_HOME=str(tmp_path / "home"), AIB_CACHE=str(tiny_guest_cache))
@@ -36,26 +37,49 @@ async def test_build_v1_then_v2_from_latest(tmp_path: Path, tiny_guest_source: d
     config = Config({"local-gallery": {"root": str(tmp_path / "gallery"), "fsync": "false"}}, env)
     store = GalleryStore(GallerySettings.from_config(config))
     store.create_gallery(GalleryRef("images", "team"))
-    store.create_definition(DefinitionRecord(id=DEF_ID, name="tiny", gallery="team", resource_group="images",
-                                             location="local", publisher="acme", offer="tiny", sku="busybox"))
+    store.create_definition(
+        DefinitionRecord(
+            id=DEF_ID,
+            name="tiny",
+            gallery="team",
+            resource_group="images",
+            location="local",
+            publisher="acme",
+            offer="tiny",
+            sku="busybox",
+        )
+    )
 
     def options(name: str) -> BuildOptions:
         plugins = PluginManager(entry_points=False, plugins=[qemu_hooks, gallery_hooks])
         return BuildOptions(config=config, plugins=plugins, build_host="qemu", timeout=900, template_name=name)
 
-    target = {"type": "SharedImage", "runOutputName": "sig", "galleryImageId": DEF_ID,
-              "targetRegions": [{"name": "local"}, {"name": "eastus"}]}
-    v1 = {"source": tiny_guest_source,
-          "customize": [{"type": "Shell", "name": "v1", "inline": ["echo one | sudo tee /etc/aib-layer-1"]}],
-          "distribute": [target]}
+    target = {
+        "type": "SharedImage",
+        "runOutputName": "sig",
+        "galleryImageId": DEF_ID,
+        "targetRegions": [{"name": "local"}, {"name": "eastus"}],
+    }
+    v1 = {
+        "source": tiny_guest_source,
+        "customize": [{"type": "Shell", "name": "v1", "inline": ["echo one | sudo tee /etc/aib-layer-1"]}],
+        "distribute": [target],
+    }
     result = await Builder(v1, options=options("v1")).run()
     assert result.run_state == "Succeeded", result.last_run_status.message
     assert result.run_outputs["sig"].artifact_id == f"{DEF_ID}/versions/0.0.1"
 
-    v2 = {"source": {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/latest"},
-          "customize": [{"type": "Shell", "name": "v2", "inline": [
-              "test -f /etc/aib-layer-1", "echo two | sudo tee /etc/aib-layer-2"]}],
-          "distribute": [target]}
+    v2 = {
+        "source": {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/latest"},
+        "customize": [
+            {
+                "type": "Shell",
+                "name": "v2",
+                "inline": ["test -f /etc/aib-layer-1", "echo two | sudo tee /etc/aib-layer-2"],
+            }
+        ],
+        "distribute": [target],
+    }
     result = await Builder(v2, options=options("v2")).run()
     assert result.run_state == "Succeeded", result.last_run_status.message
     assert result.source_exact_version == "0.0.1"

@@ -71,9 +71,17 @@ async def cmd_definition_create(args: argparse.Namespace) -> int:
         ref = GalleryImageRef(gallery.resource_group, gallery.gallery, check_name("image definition", args.definition))
         location = args.location or store.get_gallery(gallery).location
         record = DefinitionRecord(
-            id=ref.definition_id, name=ref.definition, gallery=ref.gallery, resource_group=ref.resource_group,
-            location=location, publisher=args.publisher, offer=args.offer, sku=args.sku, os_type=args.os_type,
-            os_state=args.os_state, hyper_v_generation=args.hyper_v_generation,
+            id=ref.definition_id,
+            name=ref.definition,
+            gallery=ref.gallery,
+            resource_group=ref.resource_group,
+            location=location,
+            publisher=args.publisher,
+            offer=args.offer,
+            sku=args.sku,
+            os_type=args.os_type,
+            os_state=args.os_state,
+            hyper_v_generation=args.hyper_v_generation,
         )
         return store.create_definition(record)
 
@@ -94,13 +102,19 @@ async def cmd_list(args: argparse.Namespace) -> int:
             for d in store.definitions(GalleryRef(gallery.resource_group, gallery.name)):
                 ref = GalleryImageRef(d.resource_group, d.gallery, d.name)
                 versions = store.versions(ref)
-                definitions.append({
-                    **d.model_dump(by_alias=True), "versions": [v.name for v in versions],
-                    "latest": latest_of((v.name, v.exclude_from_latest) for v in versions),
-                })
+                definitions.append(
+                    {
+                        **d.model_dump(by_alias=True),
+                        "versions": [v.name for v in versions],
+                        "latest": latest_of((v.name, v.exclude_from_latest) for v in versions),
+                    }
+                )
             galleries.append({**gallery.model_dump(by_alias=True), "definitions": definitions})
-        images = [m.model_dump(by_alias=True) for m in store.managed_images()
-                  if not args.resource_group or m.resource_group.lower() == args.resource_group.lower()]
+        images = [
+            m.model_dump(by_alias=True)
+            for m in store.managed_images()
+            if not args.resource_group or m.resource_group.lower() == args.resource_group.lower()
+        ]
         return {"root": str(store.root), "galleries": galleries, "managedImages": images}
 
     data = await run_sync(collect)
@@ -108,8 +122,10 @@ async def cmd_list(args: argparse.Namespace) -> int:
     for gallery in data["galleries"]:
         lines.append(f"{gallery['id']}  ({gallery['location']})")
         for d in gallery["definitions"]:
-            lines.append(f"  {d['name']}  {d['publisher']}/{d['offer']}/{d['sku']}  {d['osType']} "
-                         f"{d['hyperVGeneration']}  versions: {len(d['versions'])}  latest: {d['latest'] or '-'}")
+            lines.append(
+                f"  {d['name']}  {d['publisher']}/{d['offer']}/{d['sku']}  {d['osType']} "
+                f"{d['hyperVGeneration']}  versions: {len(d['versions'])}  latest: {d['latest'] or '-'}"
+            )
     for image in data["managedImages"]:
         lines.append(f"{image['id']}  ({image['location']})")
     _print(args, data, "\n".join(lines))

@@ -86,9 +86,17 @@ async def ensure_definition(
         return existing
     gallery = GalleryRef(ref.resource_group, ref.gallery)
     record = DefinitionRecord(
-        id=ref.definition_id, name=ref.definition, gallery=ref.gallery, resource_group=ref.resource_group,
-        location=location, publisher="local", offer=ref.gallery, sku=ref.definition, os_type=artifact.os_type,
-        os_state="Generalized", hyper_v_generation=artifact.hyper_v_generation,
+        id=ref.definition_id,
+        name=ref.definition,
+        gallery=ref.gallery,
+        resource_group=ref.resource_group,
+        location=location,
+        publisher="local",
+        offer=ref.gallery,
+        sku=ref.definition,
+        os_type=artifact.os_type,
+        os_state="Generalized",
+        hyper_v_generation=artifact.hyper_v_generation,
     )
     ctx.log("local-gallery", f"creating image definition {ref.definition_id} (--create-missing)")
 
@@ -107,8 +115,9 @@ def target_regions(spec: SharedImageDistributor, home: str) -> list[RegionSpec]:
     default_type = spec.storage_account_type or "Standard_LRS"
     asked: list[RegionSpec] = []
     if spec.target_regions:
-        asked = [RegionSpec(r.name, r.replica_count, r.storage_account_type or default_type)
-                 for r in spec.target_regions]
+        asked = [
+            RegionSpec(r.name, r.replica_count, r.storage_account_type or default_type) for r in spec.target_regions
+        ]
     elif spec.replication_regions:
         asked = [RegionSpec(name, 1, default_type) for name in spec.replication_regions]
     out: list[RegionSpec] = []
@@ -186,19 +195,35 @@ class LocalSharedImageDistributor:
                 major = spec.versioning.major if isinstance(spec.versioning, LatestVersioning) else -1
                 target = ref.with_version(next_latest(await run_sync(store.version_names, ref), major))
             manifest = ImageManifest(
-                id=target.id, name=target.version or "", kind="galleryImageVersion",
-                resource_group=ref.resource_group, location=definition.location, gallery=ref.gallery,
-                definition=ref.definition, os_type=artifact.os_type, hyper_v_generation=artifact.hyper_v_generation,
-                exclude_from_latest=spec.exclude_from_latest, artifact_tags=dict(spec.artifact_tags or {}),
-                artifact=ArtifactInfo(sha256="", size=0, virtual_size=artifact.virtual_size), regions=[],
-                run_id=ctx.run_id, template_name=ctx.template_name or artifact.template_name,
+                id=target.id,
+                name=target.version or "",
+                kind="galleryImageVersion",
+                resource_group=ref.resource_group,
+                location=definition.location,
+                gallery=ref.gallery,
+                definition=ref.definition,
+                os_type=artifact.os_type,
+                hyper_v_generation=artifact.hyper_v_generation,
+                exclude_from_latest=spec.exclude_from_latest,
+                artifact_tags=dict(spec.artifact_tags or {}),
+                artifact=ArtifactInfo(sha256="", size=0, virtual_size=artifact.virtual_size),
+                regions=[],
+                run_id=ctx.run_id,
+                template_name=ctx.template_name or artifact.template_name,
                 template_digest=ctx.template_digest or artifact.template_digest,
                 source_version=artifact.source_version,
             )
             try:
-                published = await publish_image(store, target, artifact, ctx, regions=regions,
-                                                 run_output_name=spec.run_output_name, type_name=self.type_name,
-                                                 manifest=manifest)
+                published = await publish_image(
+                    store,
+                    target,
+                    artifact,
+                    ctx,
+                    regions=regions,
+                    run_output_name=spec.run_output_name,
+                    type_name=self.type_name,
+                    manifest=manifest,
+                )
             except ConflictError:
                 if attempt + 1 >= attempts:
                     raise
@@ -226,22 +251,39 @@ class LocalManagedImageDistributor:
             raise DistributeError(f"{spec.run_output_name}: {exc}") from exc
         store = GalleryStore(GallerySettings.from_config(ctx.config))
         manifest = ImageManifest(
-            id=ref.id, name=ref.name, kind="managedImage", resource_group=ref.resource_group, location=location,
-            os_type=artifact.os_type, hyper_v_generation=artifact.hyper_v_generation,
+            id=ref.id,
+            name=ref.name,
+            kind="managedImage",
+            resource_group=ref.resource_group,
+            location=location,
+            os_type=artifact.os_type,
+            hyper_v_generation=artifact.hyper_v_generation,
             artifact_tags=dict(spec.artifact_tags or {}),
-            artifact=ArtifactInfo(sha256="", size=0, virtual_size=artifact.virtual_size), regions=[],
-            run_id=ctx.run_id, template_name=ctx.template_name, template_digest=ctx.template_digest,
+            artifact=ArtifactInfo(sha256="", size=0, virtual_size=artifact.virtual_size),
+            regions=[],
+            run_id=ctx.run_id,
+            template_name=ctx.template_name,
+            template_digest=ctx.template_digest,
             source_version=artifact.source_version,
         )
-        published = await publish_image(store, ref, artifact, ctx, regions=[RegionSpec(location)],
-                                        run_output_name=spec.run_output_name, type_name=self.type_name,
-                                        manifest=manifest)
+        published = await publish_image(
+            store,
+            ref,
+            artifact,
+            ctx,
+            regions=[RegionSpec(location)],
+            run_output_name=spec.run_output_name,
+            type_name=self.type_name,
+            manifest=manifest,
+        )
         return _run_output(spec.run_output_name, published)
 
 
 def _run_output(name: str, manifest: ImageManifest) -> RunOutput:
     return RunOutput(
-        run_output_name=name, artifact_id=manifest.id, artifact_uri=None, provisioning_state="Succeeded",
+        run_output_name=name,
+        artifact_id=manifest.id,
+        artifact_uri=None,
+        provisioning_state="Succeeded",
         regions={r.region: Path(r.path).as_uri() for r in manifest.regions},
     )
-

@@ -13,17 +13,27 @@ from aib_sdk.errors import UsageError
 from aib_sdk.routing import LOCAL_SUBSCRIPTION, parse_arm_id
 
 _PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
-    "resource group": (re.compile(r"^[-\w.()]{0,89}[-\w()]$"),
-                       "1-90 letters, digits, '-', '_', '.', '()', not ending in '.'"),
-    "gallery": (re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._]{0,78}[A-Za-z0-9])?$"),
-                "1-80 letters, digits, '_' and '.', starting and ending with a letter or digit"),
-    "image definition": (re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,78}[A-Za-z0-9])?$"),
-                         "1-80 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"),
-    "managed image": (re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,78}[A-Za-z0-9_])?$"),
-                      "1-80 letters, digits, '-', '_' and '.', starting with a letter or digit"),
+    "resource group": (
+        re.compile(r"^[-\w.()]{0,89}[-\w()]$"),
+        "1-90 letters, digits, '-', '_', '.', '()', not ending in '.'",
+    ),
+    "gallery": (
+        re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._]{0,78}[A-Za-z0-9])?$"),
+        "1-80 letters, digits, '_' and '.', starting and ending with a letter or digit",
+    ),
+    "image definition": (
+        re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,78}[A-Za-z0-9])?$"),
+        "1-80 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+    ),
+    "managed image": (
+        re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,78}[A-Za-z0-9_])?$"),
+        "1-80 letters, digits, '-', '_' and '.', starting with a letter or digit",
+    ),
     "region": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"), "1-64 letters, digits, '-' and '_'"),
-    "publisher/offer/sku": (re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_])?$"),
-                            "1-128 letters, digits, '-', '_' and '.'"),
+    "publisher/offer/sku": (
+        re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_])?$"),
+        "1-128 letters, digits, '-', '_' and '.'",
+    ),
 }
 _VERSION = re.compile(r"^(0|[1-9]\d{0,9})\.(0|[1-9]\d{0,9})\.(0|[1-9]\d{0,9})$")
 _INT32_MAX = 2**31 - 1

@@ -16,8 +16,9 @@ def utc_now() -> str:
 class Record(BaseModel):
     """camelCase on disk, like the ARM resources these stand for; unknown keys kept for forward compatibility."""
 
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, validate_by_alias=True,
-                              serialize_by_alias=True, extra="allow")
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True, extra="allow"
+    )
 
 
 class GalleryRecord(Record):

@@ -52,8 +52,11 @@ def boot_facts(artifact: Artifact, directory: Path) -> tuple[dict[str, Any] | No
     image = artifact.source_image
     if image is None:
         return None, []
-    facts: dict[str, Any] = {"diskInterface": image.disk_interface, "access": image.access,
-                             "attributes": dict(image.attributes)}
+    facts: dict[str, Any] = {
+        "diskInterface": image.disk_interface,
+        "access": image.access,
+        "attributes": dict(image.attributes),
+    }
     if image.kernel_args:
         facts["kernelArgs"] = image.kernel_args
     copies = []
@@ -96,8 +99,16 @@ async def publish_image(
 
     def emit(region: str, state: str, message: str = "") -> None:
         status[region] = state
-        ctx.emit(TargetStatus(run_output_name=run_output_name, type=type_name, region=region,
-                              state=state, message=message, artifact_id=ref.id))
+        ctx.emit(
+            TargetStatus(
+                run_output_name=run_output_name,
+                type=type_name,
+                region=region,
+                state=state,
+                message=message,
+                artifact_id=ref.id,
+            )
+        )
 
     def progress(region: str, done: int, total: int) -> None:
         ctx.progress("replicate", f"{ref.id} → {region}", done, total, target=run_output_name, region=region)
@@ -108,8 +119,9 @@ async def publish_image(
     targets = []
     for name in names:
         directory = store.region_path(name, ref)
-        targets.append(CopyTarget(name, directory / f".pending-{ctx.run_id}-{claim.token}.qcow2",
-                                  directory / DISK_NAME))
+        targets.append(
+            CopyTarget(name, directory / f".pending-{ctx.run_id}-{claim.token}.qcow2", directory / DISK_NAME)
+        )
     settings = store.settings
     try:
         for name in names:
@@ -117,18 +129,31 @@ async def publish_image(
         manifest.boot, boot_files = boot_facts(artifact, claim.directory)
         await run_sync(_copy_boot_files, boot_files)
         replicator = Replicator(
-            source, targets, max_parallel=settings.max_parallel_regions, expected_sha256=expected,
-            fsync=settings.fsync, chunk_size=settings.chunk_size,
-            progress_interval=settings.progress_interval, on_progress=progress, on_done=done,
+            source,
+            targets,
+            max_parallel=settings.max_parallel_regions,
+            expected_sha256=expected,
+            fsync=settings.fsync,
+            chunk_size=settings.chunk_size,
+            progress_interval=settings.progress_interval,
+            on_progress=progress,
+            on_done=done,
         )
         outcomes = await replicator.run()
         by_region = {r.name: r for r in regions}
-        manifest.artifact = ArtifactInfo(sha256=replicator.sha256, size=replicator.size,
-                                         virtual_size=artifact.virtual_size, format="qcow2")
+        manifest.artifact = ArtifactInfo(
+            sha256=replicator.sha256, size=replicator.size, virtual_size=artifact.virtual_size, format="qcow2"
+        )
         manifest.regions = [
-            RegionReplica(region=o.region, replica_count=by_region[o.region].replica_count,
-                          storage_account_type=by_region[o.region].storage_account_type, path=str(o.path),
-                          sha256=o.sha256, size=o.size, method=o.method)
+            RegionReplica(
+                region=o.region,
+                replica_count=by_region[o.region].replica_count,
+                storage_account_type=by_region[o.region].storage_account_type,
+                path=str(o.path),
+                sha256=o.sha256,
+                size=o.size,
+                method=o.method,
+            )
             for o in outcomes
         ]
         with anyio.CancelScope(shield=True):  # once committing, finish: the version is complete and verified
@@ -138,8 +163,10 @@ async def publish_image(
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT) as bounded:
             await run_sync(store.abort, claim, abandon_on_cancel=True)
         if bounded.cancelled_caught:
-            ctx.warn(f"{run_output_name}: removing the partial copies of {ref.id} is taking longer than "
-                     f"{CLEANUP_TIMEOUT:g}s; it goes on in the background")
+            ctx.warn(
+                f"{run_output_name}: removing the partial copies of {ref.id} is taking longer than "
+                f"{CLEANUP_TIMEOUT:g}s; it goes on in the background"
+            )
         for name in names:
             if status.get(name) != "Failed":
                 failed_here = isinstance(exc, RegionError) and exc.region == name

@@ -279,9 +279,7 @@ class Replicator:
             except OSError as exc:
                 raise RegionError(target.region, f"creating {target.pending}: {exc.strerror or exc}") from exc
 
-    def _pipeline(
-        self, src_fd: int, wave: list[CopyTarget], clones: list[CopyTarget], stop: threading.Event
-    ) -> str:
+    def _pipeline(self, src_fd: int, wave: list[CopyTarget], clones: list[CopyTarget], stop: threading.Event) -> str:
         """Read and hash the source once, feeding one writer thread per target of ``wave``; return the digest."""
         hasher = hashlib.sha256()
         chunk = self.chunk_size

@@ -58,7 +58,7 @@ class GallerySettings:
         regions: dict[str, Path] = {}
         table = section.get("regions", {})
         if not isinstance(table, dict):
-            raise UsageError(f"[{SECTION}.regions] must be a table of region = \"/dir\"")
+            raise UsageError(f'[{SECTION}.regions] must be a table of region = "/dir"')
         for name, directory in table.items():
             path = Path(str(directory)).expanduser()
             if not path.is_absolute():
@@ -71,8 +71,15 @@ class GallerySettings:
             interval = float(section.get("progress_interval", 0.25))
         except ValueError as exc:
             raise UsageError(f"[{SECTION}] max_parallel_regions, chunk_size, progress_interval: not a number") from exc
-        return cls(root, regions, home, max(1, parallel), _bool(section.get("fsync", True)), max(4096, chunk),
-                   max(0.001, interval))
+        return cls(
+            root,
+            regions,
+            home,
+            max(1, parallel),
+            _bool(section.get("fsync", True)),
+            max(4096, chunk),
+            max(0.001, interval),
+        )
 
     def region_root(self, region: str) -> Path:
         """Where the copies of ``region`` live: its mapped directory, else ``<root>/regions/<region>``."""

@@ -39,11 +39,18 @@ def _disk_image(manifest: ImageManifest, exact_version: str | None) -> DiskImage
         if file and not Path(file).is_file():
             raise SourceError(f"{manifest.id}: its boot file {file} is missing")
     return DiskImage(
-        path=path, format="qcow2", os_type=manifest.os_type, hyper_v_generation=manifest.hyper_v_generation,
-        sha256=replica.sha256, exact_version=exact_version,
-        kernel=Path(kernel) if kernel else None, initrd=Path(initrd) if initrd else None,
-        kernel_args=boot.get("kernelArgs"), disk_interface=boot.get("diskInterface", "virtio"),
-        access=boot.get("access", "cloud-init"), attributes=dict(boot.get("attributes", {})),
+        path=path,
+        format="qcow2",
+        os_type=manifest.os_type,
+        hyper_v_generation=manifest.hyper_v_generation,
+        sha256=replica.sha256,
+        exact_version=exact_version,
+        kernel=Path(kernel) if kernel else None,
+        initrd=Path(initrd) if initrd else None,
+        kernel_args=boot.get("kernelArgs"),
+        disk_interface=boot.get("diskInterface", "virtio"),
+        access=boot.get("access", "cloud-init"),
+        attributes=dict(boot.get("attributes", {})),
     )
 
 

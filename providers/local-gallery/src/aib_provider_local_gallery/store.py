@@ -226,9 +226,7 @@ class GalleryStore:
         manifests = self.versions(ref)
         latest = latest_of((m.name, m.exclude_from_latest) for m in manifests)
         if latest is None:
-            raise NotFoundError(
-                f"image definition {ref.definition_id} has no version that is not excluded from latest"
-            )
+            raise NotFoundError(f"image definition {ref.definition_id} has no version that is not excluded from latest")
         return ref.with_version(latest)
 
     def get_image(self, ref: GalleryImageRef | ManagedImageRef) -> ImageManifest:
@@ -259,8 +257,13 @@ class GalleryStore:
                 if not self._reclaim_if_stale(ref, directory):
                     raise ConflictError(f"{ref.id} is being published by another build") from None
                 continue
-            owner = {"host": socket.gethostname(), "pid": os.getpid(), "runId": run_id, "token": token,
-                     "regions": regions}
+            owner = {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "runId": run_id,
+                "token": token,
+                "regions": regions,
+            }
             (directory / OWNER).write_text(json.dumps(owner), encoding="utf-8")
             return Claim(ref, directory, run_id, token, tuple(regions))
         raise ConflictError(f"{ref.id} is being published by another build")
