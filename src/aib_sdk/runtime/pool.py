@@ -1,0 +1,34 @@
+"""``bounded_map``: run one coroutine per item with at most ``limit`` running at once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+import anyio
+
+from .errors import raise_first
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def bounded_map(func: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> list[R]:
+    """``[await func(item) for item in items]`` with up to ``limit`` calls in flight; results in input order.
+
+    The first failure cancels the rest and is raised as itself (not an exception group); the other failures are
+    attached to it as notes.
+    """
+    todo = list(items)
+    results: list[R | None] = [None] * len(todo)
+    limiter = anyio.CapacityLimiter(max(1, limit))
+
+    async def one(index: int, item: T) -> None:
+        async with limiter:
+            results[index] = await func(item)
+
+    with raise_first():
+        async with anyio.create_task_group() as tg:
+            for index, item in enumerate(todo):
+                tg.start_soon(one, index, item)
+    return results  # type: ignore[return-value]
