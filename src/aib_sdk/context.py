@@ -12,6 +12,10 @@ from aib_sdk.events import EventSink, LogLine, Progress, StepPhase, Warning
 from aib_sdk.options import BuildOptions
 
 if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
     from aib_sdk.plugins.manager import PluginManager
     from aib_sdk.protocols import Communicator, OutputHandler
 
@@ -95,6 +99,29 @@ class RunContext:
 
     async def fetch(self, uri: str, sha256: str | None = None, *, label: str | None = None) -> Path:
         return await self.fetcher.fetch(uri, sha256, label=label)
+
+    def http_client(
+        self,
+        *,
+        retry: bool = True,
+        verify: ssl.SSLContext | str | bool = True,
+        timeout: httpx.Timeout | float | None = None,
+        limits: httpx.Limits | None = None,
+        follow_redirects: bool = True,
+    ) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` over the run's transport (``BuildOptions.http_transport``), retrying by the
+        one policy (see :mod:`aib_sdk.runtime.http`); use it as ``async with ctx.http_client() as client``."""
+        from aib_sdk.runtime.http import DEFAULT_TIMEOUT, http_client
+
+        return http_client(
+            transport=self.options.http_transport,
+            retry=retry,
+            verify=verify,
+            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+            limits=limits,
+            follow_redirects=follow_redirects,
+            on_retry=lambda attempt, exc, delay: self.log("http", f"{exc}; retrying in {delay:.1f}s"),
+        )
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The fetcher: ``scriptUri``/``sourceUri`` content into the staging area, verified and cached by digest.
 
 - ``--map-uri`` prefix rewriting first (the longest matching prefix wins);
-- ``http(s)://`` through httpx: streamed, TLS verification on, retried with exponential backoff on connection
-  errors, 408/429 and 5xx; ``file:///abs/path`` URIs and plain paths (relative ones against the template's folder);
+- ``http(s)://`` through the runtime's verified download (:func:`aib_sdk.runtime.download.download_verified`:
+  streamed, resumed, TLS verification on, retried by the one retry policy) over the run's HTTP transport;
+  ``file:///abs/path`` URIs and plain paths by the runtime's one path rule
+  (:func:`~aib_sdk.runtime.download.local_path`: relative to the template's folder, no ``..``, no ``~``);
 - the sha256 is verified when given (:class:`~aib_sdk.errors.ChecksumError` otherwise), and content lands in
   ``<inputs>/<sha256>/<name>``; a second fetch of content whose checksum is known is served from there;
 - progress events (task ``"download"``); URIs in events and errors have their query and credentials removed
@@ -23,16 +25,16 @@ import anyio
 
 from aib_sdk.errors import ChecksumError, FetchError, UsageError
 from aib_sdk.events import EventSink, Progress, null_sink
-from aib_sdk.routing import local_file_path
+from aib_sdk.runtime.retry import RETRY_STATUS, RetryPolicy
 
 if TYPE_CHECKING:
     import ssl
 
     import httpx
 
-RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+__all__ = ["RETRY_STATUS", "UriFetcher", "apply_uri_map", "content_name", "redact_uri"]
+
 _CHUNK = 1 << 20
-_PROGRESS_STEP = 4 << 20
 
 
 def redact_uri(uri: str) -> str:
@@ -75,7 +77,11 @@ def _normalize_sha(sha256: str | None) -> str | None:
 
 
 class UriFetcher:
-    """Implements :class:`aib_sdk.context.Fetcher` for one staging area's ``inputs`` directory."""
+    """Implements :class:`aib_sdk.context.Fetcher` for one staging area's ``inputs`` directory.
+
+    ``transport``: the httpx transport downloads go through (``BuildOptions.http_transport``); ``attempts`` and
+    ``backoff`` shape the one :class:`~aib_sdk.runtime.retry.RetryPolicy`.
+    """
 
     def __init__(
         self,
@@ -96,8 +102,7 @@ class UriFetcher:
         self.emit = emit
         self.uri_map = dict(uri_map or {})
         self.base_directory = base_directory
-        self.attempts = max(1, attempts)
-        self.backoff = backoff
+        self.policy = RetryPolicy(attempts=max(1, attempts), base=backoff)
         self.timeout = timeout
         self.verify = verify
         self.transport = transport
@@ -114,7 +119,7 @@ class UriFetcher:
                 return cached
         scheme = urlparse(mapped).scheme.lower()
         if scheme in ("http", "https"):
-            tmp, digest = await self._download(mapped, shown)
+            tmp, digest = await self._download(mapped, shown, expected)
         elif scheme == "file" or not scheme:
             tmp, digest = await self._copy_local(mapped, shown)
         else:
@@ -133,19 +138,10 @@ class UriFetcher:
     def _tmp_path(self) -> Path:
         return self.inputs / f".partial-{secrets.token_hex(8)}"
 
-    def _local_path(self, uri: str) -> Path:
-        if urlparse(uri).scheme.lower() == "file":
-            try:
-                return local_file_path(uri)
-            except UsageError as exc:
-                raise FetchError(str(exc)) from exc
-        path = Path(uri).expanduser()
-        if not path.is_absolute():
-            path = (self.base_directory or Path.cwd()) / path
-        return path
-
     async def _copy_local(self, uri: str, shown: str) -> tuple[Path, str]:
-        source = self._local_path(uri)
+        from aib_sdk.runtime.download import local_path
+
+        source = local_path(uri, self.base_directory)
         tmp = self._tmp_path()
 
         def copy() -> tuple[str, int]:
@@ -171,62 +167,28 @@ class UriFetcher:
         self.emit(Progress(task="download", label=shown, done=size, total=size))
         return tmp, digest
 
-    async def _download(self, uri: str, shown: str) -> tuple[Path, str]:
-        last: str = ""
-        for attempt in range(1, self.attempts + 1):
-            if attempt > 1:
-                await anyio.sleep(self.backoff * 2 ** (attempt - 2))
-            tmp = self._tmp_path()
-            try:
-                return tmp, await self._download_once(uri, shown, tmp)
-            except _Retryable as exc:
-                last = str(exc)
-        raise FetchError(f"cannot fetch {redact_uri(uri)} after {self.attempts} attempts: {last}")
+    async def _download(self, uri: str, shown: str, expected: str | None) -> tuple[Path, str]:
+        # imported on first download: httpx pulls in much that most runs never need
+        from aib_sdk.runtime.download import download_verified
+        from aib_sdk.runtime.http import http_client
 
-    async def _download_once(self, uri: str, shown: str, tmp: Path) -> str:
-        import httpx  # imported on first download: it pulls in much (rich, via its CLI) that most runs never need
+        await anyio.Path(self.inputs).mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp_path()
 
-        await anyio.Path(tmp.parent).mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
+        def progress(done: int, total: int | None) -> None:
+            self.emit(Progress(task="download", label=shown, done=done, total=total))
+
         try:
-            async with (
-                httpx.AsyncClient(
-                    verify=self.verify, timeout=self.timeout, follow_redirects=True, transport=self.transport
-                ) as client,
-                client.stream("GET", uri) as response,
-            ):
-                if response.status_code in RETRY_STATUS:
-                    raise _Retryable(f"HTTP {response.status_code}")
-                if response.status_code >= 400:
-                    raise FetchError(f"cannot fetch {redact_uri(uri)}: HTTP {response.status_code}")
-                length = response.headers.get("content-length")
-                total = int(length) if length and length.isdigit() else None
-                done, reported = 0, 0
-                file = await anyio.open_file(tmp, "wb")
-                try:
-                    async for chunk in response.aiter_bytes(_CHUNK):
-                        digest.update(chunk)
-                        await file.write(chunk)
-                        done += len(chunk)
-                        if done - reported >= _PROGRESS_STEP:
-                            reported = done
-                            self.emit(Progress(task="download", label=shown, done=done, total=total))
-                finally:
-                    await file.aclose()
-                if total is not None and done != total:
-                    raise _Retryable(f"short read: {done} of {total} bytes")
-                self.emit(Progress(task="download", label=shown, done=done, total=total))
-        except httpx.TransportError as exc:
-            _discard(tmp)
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            async with http_client(
+                transport=self.transport, retry=False, verify=self.verify, timeout=self.timeout
+            ) as client:
+                digest, _size = await download_verified(
+                    client, uri, tmp, expected, shown=redact_uri(uri), policy=self.policy, progress=progress
+                )
         except BaseException:
             _discard(tmp)
             raise
-        return digest.hexdigest()
-
-
-class _Retryable(Exception):
-    """A transient failure worth another attempt."""
+        return tmp, digest
 
 
 def _discard(path: Path) -> None:

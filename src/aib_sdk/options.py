@@ -10,6 +10,8 @@ from aib_sdk.config import Config
 from aib_sdk.events import EventSink
 
 if TYPE_CHECKING:
+    import httpx
+
     from aib_sdk.plugins.manager import PluginManager
 
 
@@ -33,6 +35,8 @@ class BuildOptions:
     - ``create_missing``: let gallery distributors create missing galleries/definitions.
     - ``trust_on_first_use``: accept a guest host key that could not be pinned (off by default).
     - ``max_parallel_targets``: how many distribution targets publish at once.
+    - ``http_transport``: an ``httpx.AsyncBaseTransport`` every provider's HTTP traffic goes through (httpx's
+      transport seam: a mock, a proxy, an instrumented pool); the runtime's retries wrap it.
     """
 
     params: dict[str, str] = field(default_factory=dict)
@@ -50,5 +54,6 @@ class BuildOptions:
     create_missing: bool = False
     trust_on_first_use: bool = False
     max_parallel_targets: int = 8
+    http_transport: httpx.AsyncBaseTransport | None = None
     base_directory: Path | None = None
     """Directory that relative paths in the template (scripts, files) are resolved against."""

@@ -82,7 +82,13 @@ def make_run_context(
     staging = Staging(config.home / "staging" / f"{template_name}-{FAKE_DIGEST[:8]}", run_id)
     for path in (staging.inputs, staging.run_directory, staging.work, config.cache):
         path.mkdir(parents=True, exist_ok=True)
-    fetcher = UriFetcher(staging.inputs, emit=sink, uri_map=options.uri_map, base_directory=options.base_directory)
+    fetcher = UriFetcher(
+        staging.inputs,
+        emit=sink,
+        uri_map=options.uri_map,
+        base_directory=options.base_directory,
+        transport=options.http_transport,
+    )
     return RunContext(
         run_id=run_id,
         template_name=template_name,

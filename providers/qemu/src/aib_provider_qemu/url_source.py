@@ -7,15 +7,10 @@ connection or an interrupted run), verified against ``sha256Checksum`` and cache
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import os
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import anyio
 import anyio.to_thread
@@ -27,13 +22,15 @@ from aib_sdk.artifacts import DiskFormat, DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ChecksumError, FetchError, SourceError, UsageError
-from aib_sdk.fetch import RETRY_STATUS, apply_uri_map, redact_uri
+from aib_sdk.fetch import apply_uri_map, redact_uri
 from aib_sdk.models.specs import AibModel
-from aib_sdk.routing import local_file_path, uri_scheme
+from aib_sdk.routing import uri_scheme
+from aib_sdk.runtime.download import download_verified, file_lock
+from aib_sdk.runtime.download import local_path as runtime_local_path
+from aib_sdk.runtime.retry import RetryPolicy
 
 PROVIDER = "qemu"
-CHUNK = 1 << 20
-MAX_ATTEMPTS = 6
+DOWNLOAD_POLICY = RetryPolicy(attempts=6, base=0.4, cap=5.0)
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 
@@ -65,21 +62,11 @@ class DiskImageSource(AibModel):
 
 
 def local_path(uri: str, base: Path | None) -> Path:
-    """A ``file://`` URI or a plain path as an absolute local path; relative paths resolve against ``base``.
-
-    Refuses ``..`` segments (no path traversal out of the template's directory).
-    """
-    if uri_scheme(uri) == "file":
-        try:
-            return local_file_path(uri)
-        except UsageError as exc:
-            raise SourceError(str(exc)) from exc
-    path = PurePosixPath(uri)
-    if ".." in path.parts:
-        raise SourceError(f"image path must not contain '..': {uri!r}")
-    if path.is_absolute():
-        return Path(str(path))
-    return (base or Path.cwd()) / str(path)
+    """The runtime's one path rule (:func:`aib_sdk.runtime.download.local_path`), failing as a :class:`SourceError`."""
+    try:
+        return runtime_local_path(uri, base)
+    except FetchError as exc:
+        raise SourceError(str(exc)) from exc
 
 
 def _sniff_format(path: Path) -> DiskFormat:
@@ -116,142 +103,16 @@ async def check_format(path: Path, declared: DiskFormat | None) -> DiskFormat:
     return declared
 
 
-@asynccontextmanager
-async def cache_lock(lock_file: Path) -> AsyncIterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_file`` (polled, so the event loop never blocks on it).
-
-    Serializes builders of one cache entry across processes: the second waits, then finds the entry made.
-    """
-    fd = await anyio.to_thread.run_sync(lambda: os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644))
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            await anyio.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
-
-
 # Downloads -----------------------------------------------------------------------------------------------------
 
 
-def _open_part(path: Path, append: bool) -> BinaryIO:
-    return path.open("ab" if append else "wb")
-
-
-def _write(fh: BinaryIO, digest: Any, chunk: bytes) -> None:
-    fh.write(chunk)
-    digest.update(chunk)
-
-
-def _content_range_start(value: str | None) -> tuple[int | None, int | None]:
-    """``(start, total)`` of a ``Content-Range: bytes START-END/TOTAL`` header."""
-    if not value or not value.startswith("bytes "):
-        return None, None
-    span, _, total = value[6:].partition("/")
-    start = span.partition("-")[0]
-    try:
-        return int(start), (int(total) if total.isdigit() else None)
-    except ValueError:
-        return None, None
-
-
-class _TransientHttpError(Exception):
-    """A status worth retrying (408, 429, 5xx)."""
-
-
-class _Download:
-    """One resumable download of ``url`` into ``part`` with a running sha256."""
-
-    def __init__(self, url: str, part: Path, ctx: RunContext, label: str) -> None:
-        self.url, self.part, self.ctx, self.label = url, part, ctx, label
-        self.shown = redact_uri(url)
-        self.digest = hashlib.sha256()
-        self.done = 0
-        self.total: int | None = None
-        self._last_report = 0.0
-
-    async def prime(self) -> None:
-        """Hash what an earlier attempt left in the ``.part`` file, so the download continues after it."""
-        apart = anyio.Path(self.part)
-        if await apart.exists():
-            self.digest = await anyio.to_thread.run_sync(_rehash, self.part)
-            self.done = (await apart.stat()).st_size
-            if self.done:
-                self.ctx.log("download", f"resuming {self.label} at byte {self.done}")
-
-    def _restart(self) -> None:
-        self.digest = hashlib.sha256()
-        self.done = 0
-
-    def _report(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_report >= 0.2:
-            self._last_report = now
-            self.ctx.progress("download", self.label, self.done, self.total)
-
-    async def attempt(self, client: httpx.AsyncClient) -> bool:
-        """One request; ``True`` when the whole body arrived (connection errors propagate)."""
-        headers = {"Range": f"bytes={self.done}-"} if self.done else {}
-        async with client.stream("GET", self.url, headers=headers) as response:
-            if response.status_code == 416 and self.done:
-                # Nothing left past our offset: the part file may already be complete (checked by the caller).
-                self.total = self.done
-                return True
-            if response.status_code == 206:
-                start, total = _content_range_start(response.headers.get("content-range"))
-                if start != self.done:
-                    raise FetchError(f"{self.shown}: server resumed at byte {start}, expected {self.done}")
-                self.total = total
-                append = True
-            elif response.status_code == 200:
-                if self.done:
-                    self.ctx.log("download", f"{self.label}: server ignored the range request; starting over")
-                self._restart()
-                length = response.headers.get("content-length")
-                self.total = int(length) if length and length.isdigit() else None
-                append = False
-            elif response.status_code in RETRY_STATUS:
-                raise _TransientHttpError(f"HTTP {response.status_code} {response.reason_phrase}")
-            else:
-                raise FetchError(f"GET {self.shown}: HTTP {response.status_code} {response.reason_phrase}")
-            fh = await anyio.to_thread.run_sync(_open_part, self.part, append)
-            try:
-                async for chunk in response.aiter_bytes(CHUNK):
-                    await anyio.to_thread.run_sync(_write, fh, self.digest, chunk)
-                    self.done += len(chunk)
-                    self._report()
-            finally:
-                await anyio.to_thread.run_sync(fh.close)
-        self._report(force=True)
-        return self.total is None or self.done >= self.total
-
-
-def _rehash(path: Path) -> Any:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest
-
-
-def _client(config: Config) -> httpx.AsyncClient:
-    ca_bundle = config.get(PROVIDER, "ca_bundle")
-    verify: Any = str(Path(ca_bundle).expanduser()) if ca_bundle else True
-    return httpx.AsyncClient(
-        verify=verify,
-        follow_redirects=True,
+def _client(ctx: RunContext) -> httpx.AsyncClient:
+    ca_bundle = ctx.config.get(PROVIDER, "ca_bundle")
+    return ctx.http_client(
+        retry=False,  # download_verified retries (and resumes) itself
+        verify=str(Path(ca_bundle).expanduser()) if ca_bundle else True,
         timeout=httpx.Timeout(30.0, read=60.0),
-        headers={"User-Agent": "aib-sdk"},
     )
-
-
-_RETRYABLE = (httpx.TransportError, _TransientHttpError)
 
 
 async def download_image(url: str, sha256: str, ctx: RunContext, *, label: str | None = None) -> Path:
@@ -273,39 +134,25 @@ async def download_image(url: str, sha256: str, ctx: RunContext, *, label: str |
     else:
         ctx.warn(f"image {shown} has no sha256Checksum: it is downloaded without verification")
         part = images / ("url-" + hashlib.sha256(url.encode()).hexdigest()[:32] + ".part")
-    async with cache_lock(Path(f"{part}.lock")):
+    async with file_lock(Path(f"{part}.lock")):
         if sha256 and await (images / sha256).exists():
             ctx.log("download", f"{name}: downloaded meanwhile by another build")
             return Path(images / sha256)
-        return await _download(url, sha256, Path(part), ctx, name, shown)
-
-
-async def _download(url: str, sha256: str, part: Path, ctx: RunContext, name: str, shown: str) -> Path:
-    images = anyio.Path(part.parent)
-    job = _Download(url, part, ctx, name)
-    await job.prime()
-    async with _client(ctx.config) as client:
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                if await job.attempt(client):
-                    break
-                reason = f"connection closed at byte {job.done} of {job.total}"
-            except _RETRYABLE as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            except httpx.HTTPError as exc:
-                raise FetchError(f"GET {shown}: {exc}") from exc
-            if attempt == MAX_ATTEMPTS:
-                raise FetchError(f"GET {shown}: gave up after {attempt} attempts ({reason})")
-            ctx.log("download", f"{name}: {reason}; resuming (attempt {attempt + 1})")
-            await anyio.sleep(min(0.2 * 2**attempt, 5.0))
-    actual = job.digest.hexdigest()
-    if sha256 and actual != sha256:
-        await anyio.Path(part).unlink(missing_ok=True)
-        raise ChecksumError(shown, sha256, actual)
-    final = images / actual
-    await anyio.Path(part).rename(final)
-    ctx.log("download", f"{name}: downloaded {job.done} bytes, sha256 {actual[:12]}")
-    return Path(final)
+        async with _client(ctx) as client:
+            actual, size = await download_verified(
+                client,
+                url,
+                Path(part),
+                sha256 or None,
+                shown=shown,
+                policy=DOWNLOAD_POLICY,
+                progress=lambda done, total: ctx.progress("download", name, done, total),
+                log=lambda line: ctx.log("download", f"{name}: {line}"),
+            )
+        final = images / actual
+        await anyio.Path(part).rename(final)
+        ctx.log("download", f"{name}: downloaded {size} bytes, sha256 {actual[:12]}")
+        return Path(final)
 
 
 # The source ----------------------------------------------------------------------------------------------------

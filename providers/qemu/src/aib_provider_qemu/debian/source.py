@@ -24,13 +24,13 @@ from pydantic import BaseModel
 
 from aib_provider_qemu.debian import disk, mirror, rootfs
 from aib_provider_qemu.host import OVMF_CODE, OVMF_VARS
-from aib_provider_qemu.url_source import cache_lock
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import SourceError
 from aib_sdk.models.specs import PlatformImageSource
+from aib_sdk.runtime.download import file_lock as cache_lock
 
 BUILDER_VERSION = "1"
 LOG_SOURCE = "debian-bootstrap"
