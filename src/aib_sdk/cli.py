@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from aib_sdk.errors import AibError, Issue, PluginError, TemplateError, UsageError
+from aib_sdk.runtime import first_error
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
@@ -345,14 +346,6 @@ def _run(func: Callable[[argparse.Namespace], Any], args: argparse.Namespace) ->
     return int(code or 0)
 
 
-def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception inside nested groups (task groups wrap even a single error), else the group itself."""
-    current: BaseException = group
-    while isinstance(current, BaseExceptionGroup) and len(current.exceptions) == 1:
-        current = current.exceptions[0]
-    return current
-
-
 def _main(arguments: list[str]) -> int:
     pm = None
     if _wants_plugin_commands(arguments):
@@ -382,7 +375,7 @@ def _main(arguments: list[str]) -> int:
 def _failure(exc: BaseException, debug: bool) -> int:
     """The exit code for an exception that reached the top, after printing one line about it."""
     if isinstance(exc, BaseExceptionGroup):
-        exc = unwrap(exc)
+        exc = first_error(exc)
     if isinstance(exc, SystemExit):  # --help, --version, or a command that called sys.exit
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     if isinstance(exc, KeyboardInterrupt):

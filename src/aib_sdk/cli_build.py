@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from aib_sdk.cli import err, issue_line, out, unwrap
+from aib_sdk.cli import err, issue_line, out
 from aib_sdk.cli_args import parse_map_uri, parse_params, parse_timeout
 from aib_sdk.cli_progress import make_display
 from aib_sdk.context import Staging
 from aib_sdk.errors import TemplateError, UsageError
 from aib_sdk.options import BuildOptions
 from aib_sdk.result import BuildResult
+from aib_sdk.runtime import raise_first
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
@@ -143,13 +144,11 @@ async def run_build(args: argparse.Namespace, plugins: PluginManager, config: Co
     with display if display is not None else contextlib.nullcontext():
         try:
             builder = builder_class(template, options=options)
-            try:
+            with raise_first():
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_watch_signals, builder, tg.cancel_scope)
                     result = await builder.run()
                     tg.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                raise unwrap(group) from None
         except TemplateError as exc:
             for issue in exc.warnings:
                 err(issue_line(args.file, issue, warning=True))

@@ -43,6 +43,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from aib_sdk.errors import BuildError, UsageError
+from aib_sdk.runtime import cleanup_scope
 
 if TYPE_CHECKING:
     from aib_sdk.artifacts import Artifact
@@ -131,6 +132,11 @@ async def create_overlay(base: Path, base_format: str, overlay: Path, *, size: i
     await _run("create", args)
 
 
+async def create(path: Path, fmt: str, size: int) -> None:
+    """Create an empty disk of ``size`` bytes in format ``fmt`` (a data disk, a blank OS disk)."""
+    await _run("create", ["create", "-q", "-f", fmt, "--", str(path), str(size)])
+
+
 async def resize(path: Path, fmt: str, size: int) -> None:
     """Set the virtual size of ``path`` to ``size`` bytes (shrinking is allowed when asked for)."""
     await _run("resize", ["resize", "-q", "--shrink", "-f", fmt, str(path), str(size)])
@@ -195,7 +201,7 @@ async def convert(
                 tg.start_soon(read_errors)
                 await proc.wait()
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with cleanup_scope(30):
                 if proc.returncode is None:
                     proc.kill()
                     await proc.wait()
@@ -308,7 +314,7 @@ def round_up_mib(size: int) -> int:
 
 
 async def _remove(path: Path) -> None:
-    with anyio.CancelScope(shield=True):
+    with cleanup_scope(30):
         await anyio.Path(path).unlink(missing_ok=True)
 
 

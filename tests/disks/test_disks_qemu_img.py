@@ -43,6 +43,15 @@ async def test_info_failure_is_build_error_with_stderr(tmp_path: Path) -> None:
         await disks.info(bad, "qcow2")
 
 
+async def test_create_blank_disk(tmp_path: Path) -> None:
+    blank = tmp_path / "data-0.qcow2"
+    await disks.create(blank, "qcow2", 64 * MIB)
+    got = await disks.info(blank)
+    assert (got.format, got.virtual_size, got.backing_filename) == ("qcow2", 64 * MIB, None)
+    with pytest.raises(BuildError, match="qemu-img create failed"):
+        await disks.create(tmp_path / "no" / "such" / "dir.qcow2", "qcow2", MIB)
+
+
 async def test_overlay_and_resize(tmp_path: Path, sample_raw: tuple[Path, bytes]) -> None:
     path, _ = sample_raw
     overlay = tmp_path / "overlay.qcow2"

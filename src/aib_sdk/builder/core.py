@@ -27,6 +27,7 @@ from aib_sdk.events import Event, StepFinished, Warning
 from aib_sdk.fetch import UriFetcher
 from aib_sdk.options import BuildOptions
 from aib_sdk.result import BuildResult
+from aib_sdk.runtime import cleanup_scope
 from aib_sdk.staging import create_staging, new_run_id, remove_work, write_record, write_template
 
 from .execution import CLEANUP_TIMEOUT, Execution
@@ -114,7 +115,7 @@ class Builder:
                 notes = [f"{w.path}: {w.message}" if w.path else w.message for w in plan.loaded.warnings]
                 await execution.execute(notes)
             finally:
-                with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True):
+                with cleanup_scope(CLEANUP_TIMEOUT):
                     execution.run_finished()
                     self._hub.close()
                     self.result = execution.result(staging.directory)

@@ -42,6 +42,7 @@ from aib_sdk.events import (
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.protocols import Customizer, Machine, VmRequest
 from aib_sdk.result import BuildResult, LastRunStatus
+from aib_sdk.runtime import first_error
 
 from .plan import Plan, StepPlan, TargetPlan
 
@@ -57,15 +58,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    """The single error inside (nested) one-member exception groups, as task groups wrap them."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def _describe(exc: BaseException) -> str:
-    exc = _unwrap(exc)
+    exc = first_error(exc)
     text = str(exc)
     if isinstance(exc, AibError):
         return text or type(exc).__name__
@@ -351,7 +345,7 @@ class Execution:
         try:
             await runner().run(spec, step)
         except Exception as exc:
-            inner = _unwrap(exc)
+            inner = first_error(exc)
             error = inner if isinstance(inner, StepError) else StepError(name, _describe(exc), log_tail=list(step.tail))
         except BaseException:
             self.emit(

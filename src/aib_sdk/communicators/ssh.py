@@ -25,6 +25,7 @@ import asyncssh
 from aib_sdk.artifacts import CommandResult, OsType
 from aib_sdk.errors import CommandTimeout, CommunicatorError
 from aib_sdk.protocols import OutputHandler, ProgressHandler
+from aib_sdk.runtime import cleanup_scope
 
 CHUNK = 1 << 20
 OUTPUT_LIMIT = 1 << 20
@@ -163,7 +164,7 @@ class SshCommunicator:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-            with anyio.move_on_after(5, shield=True):
+            with cleanup_scope(5):
                 await conn.wait_closed()
 
     # Commands -----------------------------------------------------------------------------------------------

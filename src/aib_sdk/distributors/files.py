@@ -21,6 +21,7 @@ from aib_sdk.artifacts import Artifact, RunOutput
 from aib_sdk.errors import DistributeError, UsageError
 from aib_sdk.models import specs
 from aib_sdk.routing import local_file_path, uri_scheme
+from aib_sdk.runtime import cleanup_scope
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
@@ -72,7 +73,7 @@ async def publish_file(source: Path, destination: Path, ctx: RunContext, *, targ
         await anyio.Path(tmp).rename(destination)
         await anyio.to_thread.run_sync(_fsync_dir, folder)
     except BaseException as exc:
-        with anyio.CancelScope(shield=True):
+        with cleanup_scope(30):
             await anyio.Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise DistributeError(f"{target}: cannot write {destination}: {exc}") from exc

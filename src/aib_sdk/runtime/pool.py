@@ -16,19 +16,20 @@ R = TypeVar("R")
 async def bounded_map(func: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> list[R]:
     """``[await func(item) for item in items]`` with up to ``limit`` calls in flight; results in input order.
 
-    The first failure cancels the rest and is raised as itself (not an exception group); the other failures are
-    attached to it as notes.
+    ``limit`` workers take the items in turn, so a pool over thousands of items (the pages of a disk) runs only
+    ``limit`` tasks. The first failure cancels the rest and is raised as itself (not an exception group); the
+    other failures are attached to it as notes.
     """
     todo = list(items)
     results: list[R | None] = [None] * len(todo)
-    limiter = anyio.CapacityLimiter(max(1, limit))
+    pending = iter(enumerate(todo))
 
-    async def one(index: int, item: T) -> None:
-        async with limiter:
+    async def worker() -> None:
+        for index, item in pending:
             results[index] = await func(item)
 
     with raise_first():
         async with anyio.create_task_group() as tg:
-            for index, item in enumerate(todo):
-                tg.start_soon(one, index, item)
+            for _ in range(min(max(1, limit), len(todo))):
+                tg.start_soon(worker)
     return results  # type: ignore[return-value]

@@ -72,6 +72,7 @@ def describe(exc: BaseException) -> str:
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds a server asked to wait: ``retry-after-ms``/``x-ms-retry-after-ms``, or ``Retry-After`` (seconds
     or an HTTP date); ``None`` when it did not say."""
+    headers = {name.lower(): value for name, value in headers.items()}
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
         value = headers.get(name)
         if value:

@@ -51,6 +51,7 @@ from aib_sdk.protocols import (
     Source,
     VmRequest,
 )
+from aib_sdk.runtime import cleanup_scope
 from aib_sdk.staging import new_run_id
 
 FAKE_DIGEST = "0" * 64
@@ -314,7 +315,7 @@ class FakeBuildHost:
             try:
                 yield machine
             finally:
-                with anyio.CancelScope(shield=True):
+                with cleanup_scope(10):
                     await machine.communicator.aclose()
                     await anyio.lowlevel.checkpoint()
                 if not machine.kept:

@@ -40,6 +40,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSListener
 
 from aib_sdk.communicators.winrm import encryption, scripts, soap
+from aib_sdk.runtime import cleanup_scope
 
 __all__ = ["CTRL_C_EXIT", "CommandCall", "Handler", "Reply", "WinRMTestServer"]
 
@@ -554,11 +555,7 @@ def _fault(code: str, message: str, subcode: str = "w:InternalError") -> bytes:
 
 
 async def _close(stream: anyio.abc.ByteStream) -> None:
-    with (
-        anyio.CancelScope(shield=True),
-        anyio.move_on_after(1),
-        suppress(OSError, anyio.BrokenResourceError, ssl.SSLError),
-    ):
+    with cleanup_scope(1), suppress(OSError, anyio.BrokenResourceError, ssl.SSLError):
         await stream.aclose()
 
 

@@ -14,9 +14,11 @@ from typing import Any
 import anyio
 import httpx
 
+from aib_provider_azure.blob import AZURE_POLICY
 from aib_provider_azure.credentials import TokenProvider
-from aib_provider_azure.retry import DEFAULT_POLICY, RetryPolicy, retry_after, send_with_retry
 from aib_sdk.errors import ConflictError, DistributeError
+from aib_sdk.runtime import RetryPolicy, retry_after
+from aib_sdk.runtime.http import send_with_retry
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "cancelled"})
 COMPUTE_API = "2024-03-02"
@@ -61,7 +63,7 @@ class ArmClient:
         tokens: TokenProvider,
         *,
         scope: str,
-        policy: RetryPolicy = DEFAULT_POLICY,
+        policy: RetryPolicy = AZURE_POLICY,
         poll_interval: float = 5.0,
         timeout: float = 3 * 3600,
     ) -> None:
@@ -95,7 +97,8 @@ class ArmClient:
             headers = {"Authorization": "Bearer " + await self.tokens.token(self.scope)}
             return self.client.build_request(method, url, params=query or None, json=body, headers=headers)
 
-        return await send_with_retry(self.client, build, what=f"{method} {url.split('?')[0]}", policy=self.policy)
+        what = f"{method} {url.split('?')[0]}"
+        return await send_with_retry(self.client, build, what=what, policy=self.policy, error=DistributeError)
 
     async def get(self, resource_id: str, api_version: str, *, params: Mapping[str, str] | None = None) -> Any:
         """GET a resource's JSON; None when it does not exist (404)."""
@@ -154,7 +157,7 @@ class ArmClient:
         async_op = response.headers.get("azure-asyncoperation")
         location = response.headers.get("location")
         body = response.json() if response.content else None
-        wait = retry_after(response)
+        wait = retry_after(response.headers)
         try:
             with anyio.fail_after(self.timeout):
                 return await self._wait(
@@ -215,7 +218,7 @@ class ArmClient:
                         what, 200, str(err.get("code", status.title())), str(err.get("message", f"operation {status}"))
                     )
                 return body
-            wait = retry_after(response)
+            wait = retry_after(response.headers)
 
     async def _poll_location(self, what: str, url: str, wait: float | None, on_poll: PollHook | None) -> Any:
         while True:
@@ -224,7 +227,7 @@ class ArmClient:
                 await on_poll()
             response = await self.send("GET", url)
             if response.status_code == 202:
-                wait = retry_after(response)
+                wait = retry_after(response.headers)
                 continue
             if response.status_code >= 400:
                 raise arm_error(f"{what} (polling)", response)

@@ -11,10 +11,14 @@ from typing import Any
 import httpx
 
 from aib_provider_azure.credentials import TokenProvider
-from aib_provider_azure.retry import DEFAULT_POLICY, RetryPolicy, send_with_retry
 from aib_provider_azure.settings import STORAGE_SCOPE, BlobRef, StorageAccount
 from aib_provider_azure.sharedkey import STORAGE_VERSION, SharedKeyAuth
 from aib_sdk.errors import ConflictError, DistributeError
+from aib_sdk.runtime import RetryPolicy
+from aib_sdk.runtime.http import send_with_retry
+
+AZURE_POLICY = RetryPolicy(attempts=6, base=0.5, cap=60.0)
+"""Azure's services ask for long ``Retry-After`` waits under throttling: more attempts and a higher cap."""
 
 _MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.S)
 
@@ -36,7 +40,7 @@ class BlobService:
         client: httpx.AsyncClient,
         tokens: TokenProvider | None = None,
         *,
-        policy: RetryPolicy = DEFAULT_POLICY,
+        policy: RetryPolicy = AZURE_POLICY,
     ) -> None:
         self.client = client
         self.tokens = tokens
@@ -69,7 +73,9 @@ class BlobService:
                 request = next(flow)
             return request
 
-        response = await send_with_retry(self.client, build, what=f"{what} {url}", policy=self.policy)
+        response = await send_with_retry(
+            self.client, build, what=f"{what} {url}", policy=self.policy, error=DistributeError
+        )
         if response.status_code not in ok:
             raise storage_error(f"{what} {url}", response)
         return response

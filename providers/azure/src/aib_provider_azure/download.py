@@ -10,13 +10,13 @@ from pathlib import Path
 import anyio
 import httpx
 
-from aib_provider_azure.blob import storage_error
-from aib_provider_azure.groups import first_error
+from aib_provider_azure.blob import AZURE_POLICY, storage_error
 from aib_provider_azure.ranges import CHUNK, is_zero
-from aib_provider_azure.retry import send_with_retry
 from aib_provider_azure.sharedkey import STORAGE_VERSION
 from aib_sdk.errors import DistributeError
 from aib_sdk.protocols import ProgressHandler
+from aib_sdk.runtime import bounded_map, cleanup_scope
+from aib_sdk.runtime.http import send_with_retry
 
 _RANGE = re.compile(r"<PageRange><Start>(\d+)</Start><End>(\d+)</End></PageRange>")
 
@@ -36,7 +36,7 @@ async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str], wha
     async def build() -> httpx.Request:
         return client.build_request("GET", url, headers={"x-ms-version": STORAGE_VERSION, **headers})
 
-    response = await send_with_retry(client, build, what=what)
+    response = await send_with_retry(client, build, what=what, policy=AZURE_POLICY, error=DistributeError)
     if response.status_code not in (200, 206):
         raise storage_error(what, response)
     return response
@@ -85,28 +85,22 @@ async def download_page_blob(
             f.truncate(size)
 
     await anyio.to_thread.run_sync(create)
-    pending = iter(pieces)
 
-    async def worker() -> None:
-        for offset, length in pending:
-            response = await _get(
-                client, sas_url, {"x-ms-range": f"bytes={offset}-{offset + length - 1}"}, f"read {plain}"
-            )
-            if len(response.content) != length:
-                raise DistributeError(f"read {plain}: short read at {offset}")
-            await anyio.to_thread.run_sync(_write, dest, offset, response.content)
-            stats.bytes_read += length
-            stats.requests += 1
-            if on_progress:
-                on_progress(stats.bytes_read, total_bytes)
+    async def fetch(piece: tuple[int, int]) -> None:
+        offset, length = piece
+        response = await _get(client, sas_url, {"x-ms-range": f"bytes={offset}-{offset + length - 1}"}, f"read {plain}")
+        if len(response.content) != length:
+            raise DistributeError(f"read {plain}: short read at {offset}")
+        await anyio.to_thread.run_sync(_write, dest, offset, response.content)
+        stats.bytes_read += length
+        stats.requests += 1
+        if on_progress:
+            on_progress(stats.bytes_read, total_bytes)
 
     try:
-        with first_error():
-            async with anyio.create_task_group() as tg:
-                for _ in range(max(1, concurrency)):
-                    tg.start_soon(worker)
+        await bounded_map(fetch, pieces, concurrency)
     except BaseException:
-        with anyio.CancelScope(shield=True):
+        with cleanup_scope(30):
             await anyio.Path(dest).unlink(missing_ok=True)
         raise
     return stats

@@ -5,23 +5,29 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-import anyio
 import httpx
 
 from aib_provider_azure.arm import ArmClient
 from aib_provider_azure.blob import BlobService
 from aib_provider_azure.credentials import TokenProvider
 from aib_provider_azure.settings import AzureSettings
+from aib_sdk.runtime import cleanup_scope
+from aib_sdk.runtime.http import http_client
 
 
 class AzureSession:
     """``async with AzureSession(settings, credential) as s:`` gives ``s.blob`` and ``s.arm``; closes both."""
 
-    def __init__(self, settings: AzureSettings, credential: Any = None) -> None:
+    def __init__(
+        self, settings: AzureSettings, credential: Any = None, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.settings = settings
         self.tokens = TokenProvider(credential)
         limit = max(16, settings.upload_concurrency * 2)
-        self.http = httpx.AsyncClient(
+        # requests are re-signed per attempt, so the clients retry through send_with_retry, not the transport
+        self.http = http_client(
+            transport=transport,
+            retry=False,
             verify=settings.verify(),
             timeout=httpx.Timeout(120.0, connect=20.0),
             limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
@@ -42,6 +48,6 @@ class AzureSession:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+        with cleanup_scope(10):
             await self.http.aclose()
             await self.tokens.aclose()

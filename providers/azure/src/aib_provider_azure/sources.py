@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-import anyio
 from pydantic import BaseModel
 
 from aib_provider_azure.arm import COMPUTE_API, GALLERY_API, ArmClient
@@ -23,6 +22,7 @@ from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError, SourceError, UsageError
 from aib_sdk.models.specs import ManagedImageSource, PlatformImageSource, SharedImageVersionSource
 from aib_sdk.routing import is_azure_arm_id, parse_arm_id
+from aib_sdk.runtime import cleanup_scope
 
 DISK_API = "2023-10-02"
 LOCAL_PUBLISHERS = frozenset({"debian", "aib-sdk"})  # built locally by the qemu provider
@@ -83,7 +83,7 @@ async def export_disk(
     except DistributeError as exc:
         raise SourceError(f"{label}: export failed: {exc}") from exc
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(300):
+        with cleanup_scope(300):
             await _cleanup(ctx, arm, disk_id, created=created, granted=granted)
     return DiskImage(
         path=dest, format="vpc", os_type=os_type, hyper_v_generation=generation, exact_version=exact_version
@@ -127,7 +127,7 @@ class AzureManagedImageSource:
         arm_id = parse_arm_id(spec.image_id)
         assert arm_id is not None
         settings = AzureSettings.from_config(ctx.config)
-        async with AzureSession(settings, ctx.options.credential) as session:
+        async with AzureSession(settings, ctx.options.credential, ctx.options.http_transport) as session:
             try:
                 image = await session.arm.get(spec.image_id, COMPUTE_API)
             except DistributeError as exc:
@@ -169,7 +169,7 @@ class AzureSharedImageVersionSource:
             )
         definition_id = spec.image_version_id.rsplit("/versions/", 1)[0]
         settings = AzureSettings.from_config(ctx.config)
-        async with AzureSession(settings, ctx.options.credential) as session:
+        async with AzureSession(settings, ctx.options.credential, ctx.options.http_transport) as session:
             try:
                 definition = await session.arm.get(definition_id, GALLERY_API)
                 if definition is None:
@@ -237,7 +237,7 @@ class AzurePlatformImageSource:
             f"{spec.publisher}/artifacttypes/vmimage/offers/{spec.offer}/skus/{spec.sku}/versions"
         )
         settings = AzureSettings.from_config(ctx.config)
-        async with AzureSession(settings, ctx.options.credential) as session:
+        async with AzureSession(settings, ctx.options.credential, ctx.options.http_transport) as session:
             version = spec.version or "latest"
             try:
                 if version.lower() == "latest":

@@ -18,12 +18,12 @@ from pathlib import Path
 import anyio
 
 from aib_provider_azure.blob import BlobService
-from aib_provider_azure.groups import first_error
 from aib_provider_azure.ranges import CHUNK, PAGE, chunks, data_extents, is_zero
 from aib_provider_azure.settings import BlobRef
 from aib_sdk import disks
 from aib_sdk.errors import DistributeError
 from aib_sdk.protocols import ProgressHandler
+from aib_sdk.runtime import bounded_map, cleanup_scope, raise_first
 
 COMPLETE = "aibcomplete"
 SHA256 = "aibsha256"
@@ -52,7 +52,7 @@ def _read_chunk(fd: int, offset: int, length: int, skip_zero: bool) -> tuple[byt
 
 async def discard(service: BlobService, blob: BlobRef) -> None:
     """Delete ``blob`` shielded from cancellation and bounded in time; failures to delete are swallowed."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(60), contextlib.suppress(Exception):
+    with cleanup_scope(60), contextlib.suppress(Exception):
         await service.delete(blob)
 
 
@@ -86,32 +86,30 @@ async def upload_page_blob(
         work = list(chunks(extents, size))
         stats.total_ranges = -(-size // CHUNK)
         stats.skipped_ranges = stats.total_ranges - len(work)
-        pending = iter(work)
         done = 0
 
-        async def worker() -> None:
+        async def put(piece: tuple[int, int]) -> None:
             nonlocal done
-            for offset, length in pending:
-                chunk = await anyio.to_thread.run_sync(_read_chunk, fd, offset, length, skip_zero)
-                if chunk is None:
-                    stats.skipped_ranges += 1
-                else:
-                    await service.put_page(blob, offset, chunk[0], md5=chunk[1])
-                    stats.written_ranges += 1
-                    stats.bytes_written += length
-                done += length
-                if on_progress:
-                    on_progress(done, size)
+            offset, length = piece
+            chunk = await anyio.to_thread.run_sync(_read_chunk, fd, offset, length, skip_zero)
+            if chunk is None:
+                stats.skipped_ranges += 1
+            else:
+                await service.put_page(blob, offset, chunk[0], md5=chunk[1])
+                stats.written_ranges += 1
+                stats.bytes_written += length
+            done += length
+            if on_progress:
+                on_progress(done, size)
 
         async def hash_file() -> None:
             digest.append(await disks.sha256_file(path))
 
-        with first_error():
+        with raise_first():
             async with anyio.create_task_group() as tg:
                 if not digest:
                     tg.start_soon(hash_file)
-                for _ in range(max(1, concurrency)):
-                    tg.start_soon(worker)
+                await bounded_map(put, work, concurrency)
         if on_progress:
             on_progress(size, size)
         await service.set_metadata(blob, {**meta, SHA256: digest[0], COMPLETE: "true"})

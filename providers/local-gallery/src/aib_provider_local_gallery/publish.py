@@ -18,6 +18,7 @@ from aib_sdk.artifacts import Artifact
 from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError
 from aib_sdk.events import TargetStatus
+from aib_sdk.runtime import cleanup_scope
 
 CLEANUP_TIMEOUT = 60.0
 
@@ -93,7 +94,8 @@ async def publish_image(
     source = await qcow2_of(artifact, ctx, run_output_name)
     expected = artifact.sha256 if source == artifact.path else None  # a conversion has a digest of its own
     names = [r.name for r in regions]
-    with anyio.CancelScope(shield=True):  # a claim taken must reach the try below, which releases it
+    # deliberately unbounded: a claim taken must reach the try below, which releases it
+    with anyio.CancelScope(shield=True):
         claim: Claim = await run_sync(store.claim, ref, ctx.run_id, names)
     status: dict[str, str] = {}
 
@@ -156,11 +158,12 @@ async def publish_image(
             )
             for o in outcomes
         ]
-        with anyio.CancelScope(shield=True):  # once committing, finish: the version is complete and verified
+        # deliberately unbounded: once committing, finish (the version is complete and verified)
+        with anyio.CancelScope(shield=True):
             await run_sync(store.commit, claim, manifest)
     except BaseException as exc:
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT) as bounded:
+        with cleanup_scope(CLEANUP_TIMEOUT) as bounded:
             await run_sync(store.abort, claim, abandon_on_cancel=True)
         if bounded.cancelled_caught:
             ctx.warn(

@@ -32,6 +32,7 @@ import anyio
 from anyio.to_thread import run_sync
 
 from aib_sdk.errors import DistributeError
+from aib_sdk.runtime import first_error
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 _NO_REFLINK = frozenset({errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS, errno.EPERM})
@@ -87,19 +88,6 @@ class CopyOutcome:
 ProgressFn = Callable[[str, int, int], None]
 """``(region, bytes_done, bytes_total)``; called on the event loop."""
 DoneFn = Callable[[CopyOutcome], None]
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception of a task group that is not a cancellation (the group itself if there is none)."""
-    cancelled = anyio.get_cancelled_exc_class()
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            inner = _first_error(exc)
-            if inner is not exc:
-                return inner
-        elif not isinstance(exc, cancelled):
-            return exc
-    return group
 
 
 def extents(fd: int, size: int) -> list[tuple[int, int, bool]]:
@@ -196,8 +184,9 @@ class Replicator:
         try:
             return await self._run(src_fd)
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_error(group) from None
         finally:
+            # Deliberately unbounded: the worker threads have stopped; their files must be closed, whatever it takes.
             with anyio.CancelScope(shield=True):
                 await run_sync(self._close_all, src_fd)
 
@@ -244,6 +233,7 @@ class Replicator:
         except BaseException:
             stop.set()
             if started.is_set():
+                # Deliberately unbounded: the thread was told to stop; its files are closed only after it has.
                 with anyio.CancelScope(shield=True):
                     await run_sync(finished.wait)
             raise

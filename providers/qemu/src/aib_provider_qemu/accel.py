@@ -14,6 +14,8 @@ from typing import Literal
 
 import anyio
 
+from aib_sdk.runtime import cleanup_scope
+
 Accel = Literal["kvm", "tcg"]
 TestBoot = Callable[[], Awaitable[bool]]
 
@@ -86,7 +88,7 @@ async def kvm_test_boot(qemu: str, kernel: Path | None, *, deadline: float = 15.
                     return True
         return False
     finally:
-        with anyio.CancelScope(shield=True):
+        with cleanup_scope(10):
             if process.returncode is None:
                 process.kill()
             await process.aclose()

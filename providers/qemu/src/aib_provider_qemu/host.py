@@ -34,8 +34,9 @@ from aib_sdk.communicators.ssh import SshCommunicator
 from aib_sdk.communicators.winrm import WinRMCommunicator
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
-from aib_sdk.errors import BuildHostError, CommunicatorError
+from aib_sdk.errors import BuildError, BuildHostError, CommunicatorError
 from aib_sdk.protocols import Communicator, Machine, VmRequest
+from aib_sdk.runtime import cleanup_scope
 
 GIB = 1024**3
 CLEANUP_TIMEOUT = 60.0
@@ -232,7 +233,7 @@ class QemuBuildHost:
                         await self._boot(machine, vm, seed_iso, tg)
                         yield machine
                     finally:
-                        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+                        with cleanup_scope(CLEANUP_TIMEOUT):
                             await machine.teardown()
                         tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:
@@ -242,7 +243,7 @@ class QemuBuildHost:
                 raise
         finally:
             if machine is None or not machine.kept:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+                with cleanup_scope(CLEANUP_TIMEOUT):
                     await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
                     await anyio.to_thread.run_sync(lambda: shutil.rmtree(socket_dir, ignore_errors=True))
 
@@ -315,11 +316,10 @@ class QemuBuildHost:
         data_disks: list[Path] = []
         for index, gb in enumerate(vm.data_disk_sizes_gb):
             path = machine.directory / f"data-{index}.qcow2"
-            result = await anyio.run_process(
-                ["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{gb}G"], check=False
-            )
-            if result.returncode != 0:
-                raise BuildHostError(f"cannot create data disk {index}: {result.stderr.decode(errors='replace')}")
+            try:
+                await disks.create(path, "qcow2", gb * GIB)
+            except BuildError as exc:
+                raise BuildHostError(f"cannot create data disk {index}: {exc}") from exc
             data_disks.append(path)
         ovmf_vars = None
         if image.kernel is None and image.hyper_v_generation == "V2":

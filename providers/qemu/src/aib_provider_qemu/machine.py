@@ -22,6 +22,7 @@ from aib_sdk.communicators.winrm import AuthenticationError, WinRMCommunicator
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildHostError, CommunicatorError
 from aib_sdk.events import LogLine
+from aib_sdk.runtime import cleanup_scope
 
 SERIAL_TAIL = 40
 DEFAULT_POWEROFF = "sudo poweroff"
@@ -173,7 +174,7 @@ class QemuMachine:
         try:
             await disks.convert(self.overlay, "qcow2", dst, "qcow2", on_progress=progress)
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with cleanup_scope(30):
                 await anyio.Path(dst).unlink(missing_ok=True)
             raise
         info = await disks.info(dst, "qcow2")

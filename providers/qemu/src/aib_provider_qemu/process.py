@@ -10,6 +10,8 @@ from pathlib import Path
 
 import anyio
 
+from aib_sdk.runtime import cleanup_scope
+
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
@@ -54,5 +56,5 @@ async def qmp_command(socket: Path, command: str, timeout: float = 5.0) -> bool:
     except Exception:
         return False
     finally:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2), contextlib.suppress(Exception):
+        with cleanup_scope(2), contextlib.suppress(Exception):
             await client.disconnect()  # best effort: QEMU may have closed the socket

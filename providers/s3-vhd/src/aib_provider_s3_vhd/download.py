@@ -12,7 +12,8 @@ import anyio
 from aib_provider_s3_vhd.locations import S3Location
 from aib_provider_s3_vhd.parts import MiB, Part, close_fd, open_fd, plan_parts, write_at
 from aib_provider_s3_vhd.settings import S3Settings
-from aib_provider_s3_vhd.transport import unwrap, with_retries
+from aib_provider_s3_vhd.transport import with_retries
+from aib_sdk.runtime import bounded_map, cleanup_scope
 
 DOWNLOAD_PART = 16 * MiB
 READ_CHUNK = 1 * MiB
@@ -38,7 +39,6 @@ async def download_object(
     try:
         await anyio.to_thread.run_sync(os.ftruncate, fd, size)
         parts = plan_parts(size, settings.part_size or DOWNLOAD_PART)
-        queue = iter(parts)
 
         async def fetch(part: Part) -> None:
             written = 0
@@ -67,17 +67,8 @@ async def download_object(
 
             await with_retries(attempt, settings, on_retry=on_retry)
 
-        async def worker() -> None:
-            for part in queue:
-                await fetch(part)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(min(settings.max_concurrency, len(parts))):
-                    tg.start_soon(worker)
-        except ExceptionGroup as group:  # a part failed for good: report that error, not the group
-            raise unwrap(group) from group
+        await bounded_map(fetch, parts, settings.max_concurrency)
         await anyio.to_thread.run_sync(os.fsync, fd)
     finally:
-        with anyio.CancelScope(shield=True):
+        with cleanup_scope(10):
             await close_fd(fd)

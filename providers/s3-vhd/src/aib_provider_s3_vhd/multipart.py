@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from aib_provider_s3_vhd.locations import S3Location
 from aib_provider_s3_vhd.parts import Part, close_fd, open_fd, read_part
 from aib_provider_s3_vhd.settings import S3Settings
-from aib_provider_s3_vhd.transport import unwrap, with_retries
+from aib_provider_s3_vhd.transport import with_retries
+from aib_sdk.runtime import bounded_map, cleanup_scope
 
 RetryHook = Callable[[int, BaseException, float], None]
 ABORT_DEADLINE = 60.0
@@ -31,7 +30,7 @@ async def abort_upload(client: Any, dest: S3Location, upload_id: str, settings: 
     ``NoSuchUpload`` means it is already gone (completed or aborted), which is what we want.
     """
     # best effort: the caller reports the original error
-    with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_DEADLINE), contextlib.suppress(Exception):
+    with cleanup_scope(ABORT_DEADLINE), contextlib.suppress(Exception):
         await with_retries(
             lambda: client.abort_multipart_upload(Bucket=dest.bucket, Key=dest.key, UploadId=upload_id),
             settings,
@@ -51,19 +50,7 @@ async def _multipart(
     )
     upload_id: str = created["UploadId"]
     try:
-        done: list[dict[str, Any]] = [{} for _ in parts]
-        queue = iter(parts)
-
-        async def worker() -> None:
-            for part in queue:  # one shared iterator: each part is taken by exactly one worker
-                done[part.number - 1] = await send(upload_id, part)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for _ in range(min(settings.max_concurrency, len(parts))):
-                    tg.start_soon(worker)
-        except ExceptionGroup as group:  # a part failed for good: report that error, not the group
-            raise unwrap(group) from group
+        done = await bounded_map(lambda part: send(upload_id, part), parts, settings.max_concurrency)
         result: dict[str, Any] = await with_retries(
             lambda: client.complete_multipart_upload(
                 Bucket=dest.bucket, Key=dest.key, UploadId=upload_id, MultipartUpload={"Parts": done}
@@ -111,7 +98,7 @@ async def upload_file(
 
         return await _multipart(client, dest, parts, {**create_args, "ChecksumAlgorithm": "SHA256"}, send, settings)
     finally:
-        with anyio.CancelScope(shield=True):
+        with cleanup_scope(10):
             await close_fd(fd)
 
 

@@ -26,6 +26,7 @@ from aib_provider_s3_vhd.transport import ClientPool, Endpoint, copy_domain, cop
 from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError
 from aib_sdk.events import TargetStatus
+from aib_sdk.runtime import cleanup_scope
 
 Outcome = Literal["uploaded", "copied", "skipped", "failed"]
 
@@ -159,7 +160,7 @@ class Publication:
         if expected_etag is not None and head.get("ETag") != expected_etag:
             problems.append(f"ETag {head.get('ETag')} differs from the source's {expected_etag}")
         if problems:
-            with anyio.CancelScope(shield=True):
+            with cleanup_scope(60):
                 await with_retries(lambda: client.delete_object(Bucket=loc.bucket, Key=loc.key), self.settings)
             raise DistributeError(f"{loc.uri} failed verification after upload: {'; '.join(problems)}")
         return str(head.get("ETag", ""))

@@ -23,8 +23,8 @@ class S3Settings:
       against moto with three regions, ``copy`` was 1.5 to 1.9 times faster (see the README).
     - ``single_copy_max``: objects up to this size (default 5 GiB, S3's limit) are copied with one CopyObject,
       larger ones by a multipart UploadPartCopy.
-    - ``max_attempts``/``retry_base_delay``/``retry_max_delay``: retries with full-jitter exponential backoff on
-      throttling, 5xx and connection errors, per request.
+    - ``max_attempts``/``retry_base_delay``/``retry_max_delay``: the runtime's one retry policy (jittered
+      exponential backoff) on throttling, 5xx and connection errors, per request.
     - ``profile``: an AWS profile name (else botocore's chain: ``AWS_PROFILE``, env keys, config files …).
     """
 

@@ -19,6 +19,7 @@ from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.disks import sha256_file
 from aib_sdk.errors import ChecksumError, SourceError
+from aib_sdk.runtime import cleanup_scope
 
 _FORMATS: dict[str, DiskFormat] = {
     "vhd": "vpc",
@@ -127,7 +128,7 @@ class S3ImageResolver:
         except Exception as exc:
             raise SourceError(f"source {spec.uri}: download failed: {describe(exc)}") from exc
         finally:
-            with anyio.CancelScope(shield=True):
+            with cleanup_scope(30):
                 await anyio.Path(temp).unlink(missing_ok=True)
 
 

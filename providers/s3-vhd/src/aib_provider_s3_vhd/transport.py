@@ -1,14 +1,14 @@
-"""S3 clients from botocore's own credential/endpoint chain, and the retry policy every request goes through.
+"""S3 clients from botocore's own credential/endpoint chain, and which S3 failures are worth another attempt.
 
-botocore's own retries are switched off (``total_max_attempts=1``) so that one policy, :func:`with_retries`,
-applies everywhere: full-jitter exponential backoff on throttling, 5xx and connection errors. aioboto3 and
-botocore are imported inside functions only.
+botocore's own retries are switched off (``total_max_attempts=1``) so that the runtime's one retry
+(:func:`aib_sdk.runtime.retrying`, through :func:`with_retries`) applies everywhere: the same backoff as every
+other provider on throttling, 5xx and connection errors. Only the S3-specific question (is this error transient?)
+lives here. aioboto3 and botocore are imported inside functions only.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import anyio
 
 from aib_provider_s3_vhd.settings import S3Settings
+from aib_sdk.runtime import RetryPolicy, cleanup_scope, first_error, retrying
 
 T = TypeVar("T")
 
@@ -54,13 +55,6 @@ _COPY_UNSUPPORTED = frozenset(
 )
 
 
-def unwrap(exc: BaseException) -> BaseException:
-    """The first real error inside (nested) exception groups; ``exc`` itself when it is not a group."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = next((e for e in exc.exceptions if isinstance(e, Exception)), exc.exceptions[0])
-    return exc
-
-
 def error_code(exc: BaseException) -> str:
     """The S3 error code of a botocore ``ClientError`` (``""`` for anything else)."""
     response = getattr(exc, "response", None)
@@ -95,18 +89,23 @@ def is_retryable(exc: BaseException) -> bool:
 
 def copy_unsupported(exc: BaseException) -> bool:
     """The endpoint refuses server-side copy between these buckets (so upload instead)."""
-    exc = unwrap(exc)
+    exc = first_error(exc)
     return error_code(exc) in _COPY_UNSUPPORTED or http_status(exc) in (400, 403, 501)
 
 
 def describe(exc: BaseException) -> str:
     """A short, secret-free description of a failed request."""
-    exc = unwrap(exc)
+    exc = first_error(exc)
     code = error_code(exc)
     if code:
         message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", "")) or "no message"
         return f"{code} (HTTP {http_status(exc)}): {message}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def retry_policy(settings: S3Settings) -> RetryPolicy:
+    """The runtime's retry policy with the provider's settings (``max_attempts``, ``retry_*_delay``)."""
+    return RetryPolicy(attempts=settings.max_attempts, base=settings.retry_base_delay, cap=settings.retry_max_delay)
 
 
 async def with_retries(
@@ -115,19 +114,10 @@ async def with_retries(
     *,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
 ) -> T:
-    """Await ``call()``; on a retryable error sleep (full jitter, exponential) and try again, up to the limit."""
-    attempt = 1
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            if attempt >= settings.max_attempts or not is_retryable(exc):
-                raise
-            delay = random.uniform(0, min(settings.retry_max_delay, settings.retry_base_delay * 2 ** (attempt - 1)))
-            if on_retry is not None:
-                on_retry(attempt, exc, delay)
-            await anyio.sleep(delay)
-            attempt += 1
+    """Await ``call()`` under the runtime's one retry, with S3's notion of a transient error."""
+    return await retrying(
+        lambda _attempt: call(), policy=retry_policy(settings), retryable=is_retryable, on_retry=on_retry
+    )
 
 
 @dataclass(frozen=True)
@@ -156,7 +146,7 @@ class ClientPool:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        with anyio.CancelScope(shield=True):
+        with cleanup_scope(30):
             await self._stack.aclose()
 
     async def client(self, endpoint: Endpoint) -> Any:

@@ -20,6 +20,7 @@ from aib_sdk.communicators.winrm.shell import Shell
 from aib_sdk.disks import sha256_file
 from aib_sdk.errors import CommandTimeout, CommunicatorError
 from aib_sdk.protocols import OutputHandler, ProgressHandler
+from aib_sdk.runtime import cleanup_scope
 
 OUTPUT_LIMIT = 1 << 20
 CLEANUP_TIMEOUT = 10.0
@@ -189,7 +190,7 @@ class WinRMCommunicator:
 
     async def _cleanup(self, session: Session, shell: Shell, command_id: str | None, finished: bool) -> None:
         """Delete the shell; stop an unfinished command first (Ctrl-C, then terminate). Shielded and bounded."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+        with cleanup_scope(CLEANUP_TIMEOUT):
             if shell.shell_id is None:
                 await self._release(session, healthy=finished)
                 return

@@ -18,6 +18,7 @@ import httpx
 from aib_sdk.communicators.winrm import encryption
 from aib_sdk.communicators.winrm.tls import transport
 from aib_sdk.errors import CommunicatorError
+from aib_sdk.runtime import cleanup_scope
 
 AuthKind = Literal["ntlm", "basic"]
 
@@ -81,7 +82,7 @@ class Session:
     async def aclose(self) -> None:
         client, self._client, self._ctx = self._client, None, None
         if client is not None:
-            with anyio.CancelScope(shield=True):
+            with cleanup_scope(10):
                 await client.aclose()
 
     async def _send(self, content: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import anyio
 from pydantic import BaseModel
 
 from aib_provider_azure.arm import COMPUTE_API
@@ -17,6 +16,7 @@ from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, UsageError
 from aib_sdk.models.specs import ManagedImageDistributor
 from aib_sdk.routing import is_azure_arm_id, parse_arm_id
+from aib_sdk.runtime import cleanup_scope
 
 
 def image_body(artifact: Artifact, location: str, blob_uri: str, tags: dict[str, str] | None) -> dict[str, Any]:
@@ -56,7 +56,7 @@ class AzureManagedImage:
         ):
             raise UsageError(f"{name}: imageId must be …/providers/Microsoft.Compute/images/<name>: {spec.image_id!r}")
         settings = AzureSettings.from_config(ctx.config)
-        async with AzureSession(settings, ctx.options.credential) as session:
+        async with AzureSession(settings, ctx.options.credential, ctx.options.http_transport) as session:
             if await session.arm.get(spec.image_id, COMPUTE_API) is not None:
                 raise ConflictError(f"ManagedImage {name}: {spec.image_id} already exists")
             async with staged_vhd(session, artifact, ctx, name, spec.location) as blob:
@@ -64,7 +64,7 @@ class AzureManagedImage:
                 try:
                     image = await session.arm.put(spec.image_id, body, COMPUTE_API)
                 except BaseException:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(120):
+                    with cleanup_scope(120):
                         try:
                             await session.arm.delete(spec.image_id, COMPUTE_API)
                         except Exception as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-import anyio
 from pydantic import BaseModel
 
 from aib_provider_azure.arm import GALLERY_API, ArmClient, ArmError
@@ -18,6 +17,7 @@ from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, DistributeError, UsageError
 from aib_sdk.models.specs import LatestVersioning, SharedImageDistributor, SourceVersioning
 from aib_sdk.routing import ArmId, is_azure_arm_id, parse_arm_id
+from aib_sdk.runtime import cleanup_scope
 
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _STATES: dict[str, TargetState] = {"completed": "Succeeded", "failed": "Failed", "replicating": "Running"}
@@ -137,7 +137,9 @@ class AzureSharedImage:
     async def preflight(self, spec: BaseModel, image: DiskImage, ctx: RunContext) -> None:
         """Before any VM boots: gallery and definition exist (or ``create_missing``); an explicit version is free."""
         assert isinstance(spec, SharedImageDistributor)
-        async with AzureSession(AzureSettings.from_config(ctx.config), ctx.options.credential) as session:
+        async with AzureSession(
+            AzureSettings.from_config(ctx.config), ctx.options.credential, ctx.options.http_transport
+        ) as session:
             arm_id, _, definition_id, _, definition = await _lookup(session.arm, spec, ctx)
             version = arm_id.get("versions")
             if definition is not None and version is not None:
@@ -151,7 +153,7 @@ class AzureSharedImage:
         assert isinstance(spec, SharedImageDistributor)
         name = spec.run_output_name
         settings = AzureSettings.from_config(ctx.config)
-        async with AzureSession(settings, ctx.options.credential) as session:
+        async with AzureSession(settings, ctx.options.credential, ctx.options.http_transport) as session:
             arm = session.arm
             arm_id, gallery_id, definition_id, gallery, definition = await _lookup(arm, spec, ctx)
             if definition is None:
@@ -266,7 +268,7 @@ async def _create_missing(
 
 async def _delete_version(arm: ArmClient, version_id: str, ctx: RunContext, name: str) -> None:
     """Remove a failed or cancelled version so the gallery never shows half a version (shielded, bounded)."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(300):
+    with cleanup_scope(300):
         try:
             await arm.delete(version_id, GALLERY_API)
         except Exception as exc:

@@ -55,7 +55,7 @@ class AzureVhd:
             raise UsageError(f"{name}: {spec.uri!r} is not an Azure blob URI")
         vhd = await fixed_vhd(artifact, ctx, name)
         meta = metadata(ctx, name)
-        async with AzureSession(settings, ctx.options.credential) as session:
+        async with AzureSession(settings, ctx.options.credential, ctx.options.http_transport) as session:
             stats = await upload_page_blob(
                 session.blob,
                 vhd,

@@ -64,6 +64,7 @@ async def run_logged(
 
 
 async def _terminate(process: anyio.abc.Process) -> None:
+    # Deliberately unbounded: SIGTERM gets 5 s, then SIGKILL, whose wait always ends (no process left behind).
     with anyio.CancelScope(shield=True):
         if process.returncode is None:
             process.terminate()

@@ -30,6 +30,7 @@ from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import SourceError
 from aib_sdk.models.specs import PlatformImageSource
+from aib_sdk.runtime import cleanup_scope
 from aib_sdk.runtime.download import file_lock as cache_lock
 
 BUILDER_VERSION = "1"
@@ -267,7 +268,7 @@ class DebianPlatformSource:
             ctx.progress("debian-bootstrap", "done", 4, 4)
             log(f"built Debian {exact} ({offer.sku}) in {time.monotonic() - started:.1f} s: {final / 'disk.qcow2'}")
         finally:
-            with anyio.CancelScope(shield=True):
+            with cleanup_scope(300):
                 await remove_tree(work)
         image = await anyio.to_thread.run_sync(_meta_image, final)
         if image is None:
