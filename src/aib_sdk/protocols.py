@@ -7,6 +7,9 @@ template entry of that type). Classes are instantiated with no arguments; everyt
 
 Several implementations may share one ``type_name`` (AIB's ``VHD`` goes to a file, S3 or Azure): the Builder
 asks each candidate's ``claims(spec, config)`` in plugin order and uses the first that says yes.
+
+``Source``, ``Customizer`` and ``Distributor`` are generic over the entry's model (``Source[MySpec]``); bare, they
+accept any model. :mod:`aib_sdk.bases` has base classes that implement them with every optional member defaulted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar
 
 from aib_sdk.artifacts import Artifact, CommandResult, DiskImage, OsType, RunOutput
 
@@ -30,6 +34,9 @@ OutputHandler = Callable[[str, str], None]
 
 ProgressHandler = Callable[[int, int | None], None]
 """Receives ``(bytes_done, bytes_total)`` as a transfer advances."""
+
+SpecT_contra = TypeVar("SpecT_contra", bound=BaseModel, default=Any, contravariant=True)
+"""The model of the template entries an implementation takes (any model when not given)."""
 
 
 @runtime_checkable
@@ -119,7 +126,7 @@ class BuildHost(Protocol):
         ...
 
 
-class Source(Protocol):
+class Source(Protocol[SpecT_contra]):
     """Resolves a template's ``source`` into a local bootable :class:`DiskImage`."""
 
     type_name: ClassVar[str]
@@ -133,12 +140,12 @@ class Source(Protocol):
     # Optional: ``explain_unclaimed(cls, spec, config) -> str | None``, a classmethod giving the user a way out when
     # no implementation claims ``spec`` (e.g. "use --source, or map it in [qemu.catalogue]").
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
+    async def resolve(self, spec: SpecT_contra, ctx: RunContext) -> DiskImage:
         """Download, build or look up the base image; record ``exact_version``."""
         ...
 
 
-class Customizer(Protocol):
+class Customizer(Protocol[SpecT_contra]):
     """One step type of ``customize[]`` (and of ``validate.inVMValidations[]`` when ``validator_model`` is set)."""
 
     type_name: ClassVar[str]
@@ -148,12 +155,12 @@ class Customizer(Protocol):
     # any) and ``hidden`` (True for the Builder's implicit last step, e.g. deprovisioning, which is not a template
     # type and is picked by ``os_types``).
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
+    async def run(self, spec: SpecT_contra, step: StepContext) -> None:
         """Run the step on ``step.communicator``; raise :class:`~aib_sdk.errors.StepError` on failure."""
         ...
 
 
-class Distributor(Protocol):
+class Distributor(Protocol[SpecT_contra]):
     """Publishes an :class:`Artifact` to one ``distribute[]`` target."""
 
     type_name: ClassVar[str]
@@ -168,6 +175,6 @@ class Distributor(Protocol):
     # the image (e.g. a missing gallery definition). The Builder calls it before booting any VM, as AIB checks
     # dependencies at submission.
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
+    async def publish(self, artifact: Artifact, spec: SpecT_contra, ctx: RunContext) -> RunOutput:
         """Publish atomically: on failure or cancellation leave nothing half-written behind."""
         ...

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel
 
 from aib_sdk import disks
 from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.bases import DistributorBase
 from aib_sdk.errors import DistributeError, UsageError
 from aib_sdk.models import specs
 from aib_sdk.routing import local_file_path, uri_scheme
@@ -80,25 +80,23 @@ async def publish_file(source: Path, destination: Path, ctx: RunContext, *, targ
         raise
 
 
-class DiskFileDistributor:
+class DiskFileDistributor(DistributorBase[specs.DiskFileDistributor]):
     """``DiskFile``: the captured disk as a local file in qcow2 (optionally compressed), raw, VHD or VMDK.
 
     ``format: vpc`` writes a dynamic VHD (use AIB's ``VHD`` type for Azure's fixed VHD).
     """
 
     type_name: ClassVar[str] = "DiskFile"
-    spec_model: ClassVar[type[BaseModel]] = specs.DiskFileDistributor
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
+    def accepts(cls, spec: specs.DiskFileDistributor, config: Config) -> bool:
         """Claims ``file://`` URIs; raises :class:`UsageError` for one that is relative or holds ``..``."""
-        if not isinstance(spec, specs.DiskFileDistributor) or uri_scheme(spec.uri) != "file":
+        if uri_scheme(spec.uri) != "file":
             return False
         _destination(spec.uri)
         return True
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, specs.DiskFileDistributor)
+    async def publish(self, artifact: Artifact, spec: specs.DiskFileDistributor, ctx: RunContext) -> RunOutput:
         name = spec.run_output_name
         target = _DISKFILE_TARGETS.get((spec.format, spec.compression))
         if target is None:
@@ -109,20 +107,17 @@ class DiskFileDistributor:
         return RunOutput(run_output_name=name, artifact_uri=destination.as_uri())
 
 
-class LocalVhdDistributor:
+class LocalVhdDistributor(DistributorBase[specs.VhdDistributor]):
     """AIB's ``VHD`` written to a local file: a fixed VHD whose size is a whole MiB, as Azure requires.
 
     With no ``uri`` the VHD goes to ``<run staging directory>/<runOutputName>.vhd``.
     """
 
     type_name: ClassVar[str] = "VHD"
-    spec_model: ClassVar[type[BaseModel]] = specs.VhdDistributor
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
+    def accepts(cls, spec: specs.VhdDistributor, config: Config) -> bool:
         """Claims a missing ``uri`` and ``file://`` URIs; raises :class:`UsageError` for unsafe file URIs."""
-        if not isinstance(spec, specs.VhdDistributor):
-            return False
         if spec.uri is None:
             return True
         if uri_scheme(spec.uri) != "file":
@@ -130,8 +125,7 @@ class LocalVhdDistributor:
         _destination(spec.uri)
         return True
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, specs.VhdDistributor)
+    async def publish(self, artifact: Artifact, spec: specs.VhdDistributor, ctx: RunContext) -> RunOutput:
         name = spec.run_output_name
         if spec.uri is not None:
             destination = _destination(spec.uri)

@@ -24,6 +24,7 @@ from typing import ClassVar, Literal
 import anyio
 from pydantic import BaseModel
 
+from aib_sdk.bases import CustomizerBase
 from aib_sdk.context import StepContext
 from aib_sdk.errors import CommunicatorError, StepError
 from aib_sdk.models.specs import AibModel, FileCustomizer, ShellCustomizer
@@ -79,15 +80,13 @@ async def _run_script(step: StepContext, local: Path, remote: str) -> None:
         await comm.run(f"rm -f {shlex.quote(remote)}")
 
 
-class ShellStep:
+class ShellStep(CustomizerBase[ShellCustomizer]):
     """AIB's ``Shell`` customizer and in-VM validator."""
 
     type_name: ClassVar[str] = "Shell"
-    spec_model: ClassVar[type[BaseModel]] = ShellCustomizer
     validator_model: ClassVar[type[BaseModel] | None] = ShellCustomizer
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
-        assert isinstance(spec, ShellCustomizer)
+    async def run(self, spec: ShellCustomizer, step: StepContext) -> None:
         remote = f"/tmp/script_{step.phase}_{step.index}.sh"
         if spec.script_uri:
             local = await step.run.fetch(spec.script_uri, spec.sha256_checksum or None, label=step.name)
@@ -100,15 +99,13 @@ class ShellStep:
         await _run_script(step, local, remote)
 
 
-class FileStep:
+class FileStep(CustomizerBase[FileCustomizer]):
     """AIB's ``File`` customizer (and validator): download ``sourceUri`` to ``destination`` on the guest."""
 
     type_name: ClassVar[str] = "File"
-    spec_model: ClassVar[type[BaseModel]] = FileCustomizer
     validator_model: ClassVar[type[BaseModel] | None] = FileCustomizer
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
-        assert isinstance(spec, FileCustomizer)
+    async def run(self, spec: FileCustomizer, step: StepContext) -> None:
         if not spec.source_uri or not spec.destination:
             raise StepError(step.name, "a File step needs sourceUri and destination")
         local = await step.run.fetch(spec.source_uri, spec.sha256_checksum or None, label=step.name)
@@ -145,16 +142,14 @@ class DeprovisionSpec(AibModel):
     name: str | None = None
 
 
-class LinuxDeprovision:
+class LinuxDeprovision(CustomizerBase[DeprovisionSpec]):
     """Generalizes the guest before capture (AIB's deprovisioning for Linux)."""
 
     type_name: ClassVar[str] = "Deprovision"
-    spec_model: ClassVar[type[BaseModel]] = DeprovisionSpec
-    validator_model: ClassVar[type[BaseModel] | None] = None
-    hidden: ClassVar[bool] = True
-    os_types: ClassVar[tuple[str, ...]] = ("Linux",)
+    hidden = True
+    os_types = ("Linux",)
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
+    async def run(self, spec: DeprovisionSpec, step: StepContext) -> None:
         comm = step.communicator
         custom = await comm.run(f"cat {DEPROVISION_SCRIPT}")
         if custom.exit_code == 0:

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 import anyio
 from pydantic import BaseModel
 
+from aib_sdk.bases import CustomizerBase
 from aib_sdk.communicators.winrm import scripts
 from aib_sdk.context import StepContext
 from aib_sdk.errors import CommunicatorError, StepError
@@ -153,16 +154,14 @@ async def run_elevated(step: StepContext, script: str, *, system: bool) -> int:
     return await run_powershell(step, elevated_runner(file, name, system=system), label="elevated")
 
 
-class PowerShellStep:
+class PowerShellStep(CustomizerBase[PowerShellCustomizer]):
     """AIB's ``PowerShell`` customizer and validator: inline lines or a ``scriptUri``, optionally elevated."""
 
     type_name: ClassVar[str] = "PowerShell"
-    spec_model: ClassVar[type[BaseModel]] = PowerShellCustomizer
     validator_model: ClassVar[type[BaseModel] | None] = PowerShellCustomizer
-    os_types: ClassVar[tuple[str, ...]] = ("Windows",)
+    os_types = ("Windows",)
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
-        assert isinstance(spec, PowerShellCustomizer)
+    async def run(self, spec: PowerShellCustomizer, step: StepContext) -> None:
         if spec.inline:
             body, label = "\n".join(spec.inline), "inline"
         else:
@@ -226,16 +225,13 @@ async def restart(
         await anyio.sleep(min(RESTART_CHECK_INTERVAL, max(0.0, deadline - time.monotonic())))
 
 
-class WindowsRestartStep:
+class WindowsRestartStep(CustomizerBase[WindowsRestartCustomizer]):
     """AIB's ``WindowsRestart``: run ``restartCommand``, then wait for a new boot and ``restartCheckCommand``."""
 
     type_name: ClassVar[str] = "WindowsRestart"
-    spec_model: ClassVar[type[BaseModel]] = WindowsRestartCustomizer
-    validator_model: ClassVar[type[BaseModel] | None] = None
-    os_types: ClassVar[tuple[str, ...]] = ("Windows",)
+    os_types = ("Windows",)
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
-        assert isinstance(spec, WindowsRestartCustomizer)
+    async def run(self, spec: WindowsRestartCustomizer, step: StepContext) -> None:
         timeout = parse_duration(spec.restart_timeout or DEFAULT_RESTART_TIMEOUT)
         await restart(step, spec.restart_command or DEFAULT_RESTART_COMMAND, spec.restart_check_command, timeout)
 
@@ -295,17 +291,14 @@ def windows_update_script(search_criteria: str, filters: list[tuple[bool, str]],
     )
 
 
-class WindowsUpdateStep:
+class WindowsUpdateStep(CustomizerBase[WindowsUpdateCustomizer]):
     """AIB's ``WindowsUpdate`` (after rgl/packer-plugin-windows-update): install, restart, repeat until done."""
 
     type_name: ClassVar[str] = "WindowsUpdate"
-    spec_model: ClassVar[type[BaseModel]] = WindowsUpdateCustomizer
-    validator_model: ClassVar[type[BaseModel] | None] = None
-    os_types: ClassVar[tuple[str, ...]] = ("Windows",)
+    os_types = ("Windows",)
     restart_timeout: ClassVar[float] = 4 * 3600.0
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
-        assert isinstance(spec, WindowsUpdateCustomizer)
+    async def run(self, spec: WindowsUpdateCustomizer, step: StepContext) -> None:
         try:
             filters = _filter_entries(spec.filters or ["include:$true"])
         except ValueError as exc:
@@ -367,16 +360,14 @@ def deprovision_script() -> str:
     )
 
 
-class WindowsDeprovisionStep:
+class WindowsDeprovisionStep(CustomizerBase[WindowsDeprovisionSpec]):
     """Generalizes a Windows image with Sysprep (the Builder runs it last on Windows builds)."""
 
     type_name: ClassVar[str] = "WindowsDeprovision"
-    spec_model: ClassVar[type[BaseModel]] = WindowsDeprovisionSpec
-    validator_model: ClassVar[type[BaseModel] | None] = None
-    hidden: ClassVar[bool] = True
-    os_types: ClassVar[tuple[str, ...]] = ("Windows",)
+    hidden = True
+    os_types = ("Windows",)
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
+    async def run(self, spec: WindowsDeprovisionSpec, step: StepContext) -> None:
         code = await run_powershell(step, wrap(deprovision_script()), label="deprovision")
         if code != 0:
             raise _fail(step, f"deprovisioning (Sysprep) exited with code {code}", code)

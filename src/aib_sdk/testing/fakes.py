@@ -31,6 +31,7 @@ import anyio
 from pydantic import BaseModel, Field
 
 from aib_sdk.artifacts import Artifact, CommandResult, DiskImage, OsType, RunOutput
+from aib_sdk.bases import CustomizerBase, DistributorBase, SourceBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext, Staging, StepContext
 from aib_sdk.errors import BuildHostError, CommandTimeout, DistributeError, SourceError, StepError
@@ -336,19 +337,13 @@ class FakeImageSpec(AibModel):
     delay: float = Field(default=0.0, ge=0)
 
 
-class FakeSource:
+class FakeSource(SourceBase[FakeImageSpec]):
     """Resolves ``FakeImage`` into a tiny file in the cache (no real disk)."""
 
     type_name: ClassVar[str] = "FakeImage"
-    spec_model: ClassVar[type[BaseModel]] = FakeImageSpec
     world: ClassVar[FakeWorld]
 
-    @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, FakeImageSpec)
-
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        assert isinstance(spec, FakeImageSpec)
+    async def resolve(self, spec: FakeImageSpec, ctx: RunContext) -> DiskImage:
         if spec.delay:
             await anyio.sleep(spec.delay)
         if spec.fail:
@@ -374,15 +369,13 @@ class FakeStepSpec(StepSpec):
     timeout: float | None = None
 
 
-class FakeStep:
+class FakeStep(CustomizerBase[FakeStepSpec]):
     """Runs ``commands`` in order; a non-zero exit fails the step with the exit code and last log lines."""
 
     type_name: ClassVar[str] = "FakeStep"
-    spec_model: ClassVar[type[BaseModel]] = FakeStepSpec
     validator_model: ClassVar[type[BaseModel] | None] = FakeStepSpec
 
-    async def run(self, spec: BaseModel, step: StepContext) -> None:
-        assert isinstance(spec, FakeStepSpec)
+    async def run(self, spec: FakeStepSpec, step: StepContext) -> None:
         if spec.sleep:
             await anyio.sleep(spec.sleep)
         for command in spec.commands:
@@ -405,19 +398,13 @@ class FakeTargetSpec(DistributorSpec):
     delay: float = Field(default=0.0, ge=0)
 
 
-class RecordingDistributor:
+class RecordingDistributor(DistributorBase[FakeTargetSpec]):
     """Records each publish; fails or is slow when the spec or the world says so."""
 
     type_name: ClassVar[str] = "FakeTarget"
-    spec_model: ClassVar[type[BaseModel]] = FakeTargetSpec
     world: ClassVar[FakeWorld]
 
-    @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, FakeTargetSpec)
-
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, FakeTargetSpec)
+    async def publish(self, artifact: Artifact, spec: FakeTargetSpec, ctx: RunContext) -> RunOutput:
         world = self.world
         name = spec.run_output_name
         record = Publish(name, artifact, spec, started=anyio.current_time())

@@ -9,14 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
-
 from aib_provider_azure.arm import COMPUTE_API, GALLERY_API, ArmClient
 from aib_provider_azure.distributors.common import safe_name
 from aib_provider_azure.download import download_page_blob
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings
 from aib_sdk.artifacts import DiskImage, HyperVGeneration, OsType
+from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError, SourceError, UsageError
@@ -112,18 +111,16 @@ def _export_group(settings_section: dict[str, Any], default: str) -> str:
     return str(settings_section.get("export_resource_group") or default)
 
 
-class AzureManagedImageSource:
+class AzureManagedImageSource(SourceBase[ManagedImageSource]):
     """``ManagedImage`` with a non-local ``imageId``: exported through a temporary disk."""
 
     type_name: ClassVar[str] = "ManagedImage"
-    spec_model: ClassVar[type[BaseModel]] = ManagedImageSource
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return is_azure_arm_id(getattr(spec, "image_id", None))
+    def accepts(cls, spec: ManagedImageSource, config: Config) -> bool:
+        return is_azure_arm_id(spec.image_id)
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        assert isinstance(spec, ManagedImageSource)
+    async def resolve(self, spec: ManagedImageSource, ctx: RunContext) -> DiskImage:
         arm_id = parse_arm_id(spec.image_id)
         assert arm_id is not None
         settings = AzureSettings.from_config(ctx.config)
@@ -149,18 +146,16 @@ class AzureManagedImageSource:
             )
 
 
-class AzureSharedImageVersionSource:
+class AzureSharedImageVersionSource(SourceBase[SharedImageVersionSource]):
     """``SharedImageVersion`` with a non-local id; ``…/versions/latest`` resolves to the newest non-excluded one."""
 
     type_name: ClassVar[str] = "SharedImageVersion"
-    spec_model: ClassVar[type[BaseModel]] = SharedImageVersionSource
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return is_azure_arm_id(getattr(spec, "image_version_id", None))
+    def accepts(cls, spec: SharedImageVersionSource, config: Config) -> bool:
+        return is_azure_arm_id(spec.image_version_id)
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        assert isinstance(spec, SharedImageVersionSource)
+    async def resolve(self, spec: SharedImageVersionSource, ctx: RunContext) -> DiskImage:
         arm_id = parse_arm_id(spec.image_version_id)
         kinds = [k.lower() for k, _ in arm_id.segments] if arm_id else []
         if arm_id is None or kinds != ["galleries", "images", "versions"]:
@@ -207,7 +202,7 @@ class AzureSharedImageVersionSource:
             )
 
 
-class AzurePlatformImageSource:
+class AzurePlatformImageSource(SourceBase[PlatformImageSource]):
     """``PlatformImage`` from Azure Marketplace publishers, only when ``[azure]`` names a subscription and location.
 
     Needs ``[azure] subscription_id``, ``location`` and ``export_resource_group``; publishers the qemu provider builds
@@ -215,16 +210,14 @@ class AzurePlatformImageSource:
     """
 
     type_name: ClassVar[str] = "PlatformImage"
-    spec_model: ClassVar[type[BaseModel]] = PlatformImageSource
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
+    def accepts(cls, spec: PlatformImageSource, config: Config) -> bool:
         section = config.section("azure")
-        publisher = str(getattr(spec, "publisher", "") or "").lower()
+        publisher = (spec.publisher or "").lower()
         return bool(section.get("subscription_id") and section.get("location")) and publisher not in LOCAL_PUBLISHERS
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        assert isinstance(spec, PlatformImageSource)
+    async def resolve(self, spec: PlatformImageSource, ctx: RunContext) -> DiskImage:
         section = ctx.config.section("azure")
         subscription, location = str(section["subscription_id"]), str(section["location"])
         group = section.get("export_resource_group")

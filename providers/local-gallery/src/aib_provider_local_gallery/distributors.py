@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from anyio.to_thread import run_sync
-from pydantic import BaseModel
 
 from aib_provider_local_gallery.ids import (
     GalleryImageRef,
@@ -22,6 +21,7 @@ from aib_provider_local_gallery.settings import GallerySettings
 from aib_provider_local_gallery.store import GalleryStore, NotFoundError
 from aib_provider_local_gallery.versioning import from_source, next_latest
 from aib_sdk.artifacts import Artifact, DiskImage, RunOutput
+from aib_sdk.bases import DistributorBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, DistributeError, UsageError
@@ -144,19 +144,17 @@ def _check_fits(definition: DefinitionRecord, ref: GalleryImageRef, os_type: str
         )
 
 
-class LocalSharedImageDistributor:
+class LocalSharedImageDistributor(DistributorBase[SharedImageDistributor]):
     """``SharedImage`` into the local gallery: a new image version replicated to each target region."""
 
     type_name: ClassVar[str] = "SharedImage"
-    spec_model: ClassVar[type[BaseModel]] = SharedImageDistributor
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, SharedImageDistributor) and is_local_arm_id(spec.gallery_image_id)
+    def accepts(cls, spec: SharedImageDistributor, config: Config) -> bool:
+        return is_local_arm_id(spec.gallery_image_id)
 
     @staticmethod
-    def _target(spec: BaseModel, ctx: RunContext) -> tuple[GalleryImageRef, GalleryStore, GallerySettings]:
-        assert isinstance(spec, SharedImageDistributor)
+    def _target(spec: SharedImageDistributor, ctx: RunContext) -> tuple[GalleryImageRef, GalleryStore, GallerySettings]:
         try:
             ref = parse_gallery_image_id(spec.gallery_image_id)
         except UsageError as exc:
@@ -166,18 +164,16 @@ class LocalSharedImageDistributor:
         settings = GallerySettings.from_config(ctx.config)
         return ref, GalleryStore(settings), settings
 
-    async def preflight(self, spec: BaseModel, image: DiskImage, ctx: RunContext) -> None:
+    async def preflight(self, spec: SharedImageDistributor, image: DiskImage, ctx: RunContext) -> None:
         """Before any VM boots: the id is usable and the definition exists (or ``--create-missing``) and fits."""
         ref, store, settings = self._target(spec, ctx)
-        assert isinstance(spec, SharedImageDistributor)
         location = first_region(spec) or settings.home_region
         definition = await check_definition(store, ref, image.os_type, image.hyper_v_generation, ctx, location)
         if definition is not None:
             _check_fits(definition, ref, image.os_type, image.hyper_v_generation)
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
+    async def publish(self, artifact: Artifact, spec: SharedImageDistributor, ctx: RunContext) -> RunOutput:
         ref, store, settings = self._target(spec, ctx)
-        assert isinstance(spec, SharedImageDistributor)
         definition = await ensure_definition(store, ref, artifact, ctx, first_region(spec) or settings.home_region)
         _check_fits(definition, ref, artifact.os_type, artifact.hyper_v_generation)
         regions = target_regions(spec, definition.location)
@@ -232,18 +228,16 @@ class LocalSharedImageDistributor:
         raise AssertionError("unreachable")
 
 
-class LocalManagedImageDistributor:
+class LocalManagedImageDistributor(DistributorBase[ManagedImageDistributor]):
     """``ManagedImage`` into the local gallery: one image stored in its ``location``."""
 
     type_name: ClassVar[str] = "ManagedImage"
-    spec_model: ClassVar[type[BaseModel]] = ManagedImageDistributor
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, ManagedImageDistributor) and is_local_arm_id(spec.image_id)
+    def accepts(cls, spec: ManagedImageDistributor, config: Config) -> bool:
+        return is_local_arm_id(spec.image_id)
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, ManagedImageDistributor)
+    async def publish(self, artifact: Artifact, spec: ManagedImageDistributor, ctx: RunContext) -> RunOutput:
         try:
             ref = parse_managed_image_id(spec.image_id)
             location = check_name("region", spec.location)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from anyio.to_thread import run_sync
-from pydantic import BaseModel
 
 from aib_provider_local_gallery.ids import (
     GalleryImageRef,
@@ -18,6 +17,7 @@ from aib_provider_local_gallery.manifest import ImageManifest
 from aib_provider_local_gallery.settings import GallerySettings
 from aib_provider_local_gallery.store import GalleryStore
 from aib_sdk.artifacts import DiskImage
+from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import SourceError, UsageError
@@ -68,18 +68,16 @@ async def resolve_gallery_version(ref: GalleryImageRef, config: Config) -> DiskI
         raise SourceError(str(exc)) from exc
 
 
-class LocalSharedImageVersionSource:
+class LocalSharedImageVersionSource(SourceBase[SharedImageVersionSource]):
     """``SharedImageVersion`` with a local ``imageVersionId``."""
 
     type_name: ClassVar[str] = "SharedImageVersion"
-    spec_model: ClassVar[type[BaseModel]] = SharedImageVersionSource
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, SharedImageVersionSource) and is_local_arm_id(spec.image_version_id)
+    def accepts(cls, spec: SharedImageVersionSource, config: Config) -> bool:
+        return is_local_arm_id(spec.image_version_id)
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        assert isinstance(spec, SharedImageVersionSource)
+    async def resolve(self, spec: SharedImageVersionSource, ctx: RunContext) -> DiskImage:
         try:
             ref = parse_gallery_image_id(spec.image_version_id)
         except UsageError as exc:
@@ -91,18 +89,16 @@ class LocalSharedImageVersionSource:
         return image
 
 
-class LocalManagedImageSource:
+class LocalManagedImageSource(SourceBase[ManagedImageSource]):
     """``ManagedImage`` with a local ``imageId``."""
 
     type_name: ClassVar[str] = "ManagedImage"
-    spec_model: ClassVar[type[BaseModel]] = ManagedImageSource
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, ManagedImageSource) and is_local_arm_id(spec.image_id)
+    def accepts(cls, spec: ManagedImageSource, config: Config) -> bool:
+        return is_local_arm_id(spec.image_id)
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        assert isinstance(spec, ManagedImageSource)
+    async def resolve(self, spec: ManagedImageSource, ctx: RunContext) -> DiskImage:
         store = GalleryStore(GallerySettings.from_config(ctx.config))
         try:
             ref: ManagedImageRef = parse_managed_image_id(spec.image_id)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from aib_provider_qemu.url_source import DiskImageSource, UrlDiskSource
 from aib_sdk.artifacts import DiskImage
+from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import SourceError, UsageError
@@ -106,16 +107,13 @@ def unavailable(spec: PlatformImageSource) -> SourceError:
     )
 
 
-class CataloguePlatformSource:
+class CataloguePlatformSource(SourceBase[PlatformImageSource]):
     """``PlatformImage`` of any publisher but Debian: the catalogue's image, or a clear error."""
 
     type_name: ClassVar[str] = "PlatformImage"
-    spec_model: ClassVar[type[BaseModel]] = PlatformImageSource
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        if not isinstance(spec, PlatformImageSource):
-            return False
+    def accepts(cls, spec: PlatformImageSource, config: Config) -> bool:
         return find_entry(spec, config) is not None
 
     @classmethod
@@ -125,9 +123,7 @@ class CataloguePlatformSource:
             return None
         return str(unavailable(spec))
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        if not isinstance(spec, PlatformImageSource):
-            raise SourceError(f"CataloguePlatformSource cannot resolve {type(spec).__name__}")
+    async def resolve(self, spec: PlatformImageSource, ctx: RunContext) -> DiskImage:
         found = find_entry(spec, ctx.config)
         if found is None:
             raise unavailable(spec)

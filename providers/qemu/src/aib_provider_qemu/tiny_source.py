@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel
-
 from aib_sdk.artifacts import DiskImage
+from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import SourceError
@@ -21,18 +20,16 @@ from aib_sdk.testing import tiny_guest
 PUBLISHER = "aib-sdk"
 
 
-class TinyGuestSource:
+class TinyGuestSource(SourceBase[PlatformImageSource]):
     """Resolves the tiny test guest (``PlatformImage`` publisher ``aib-sdk``)."""
 
     type_name: ClassVar[str] = "PlatformImage"
-    spec_model: ClassVar[type[BaseModel]] = PlatformImageSource
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, PlatformImageSource) and (spec.publisher or "").lower() == PUBLISHER
+    def accepts(cls, spec: PlatformImageSource, config: Config) -> bool:
+        return (spec.publisher or "").lower() == PUBLISHER
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        assert isinstance(spec, PlatformImageSource)
+    async def resolve(self, spec: PlatformImageSource, ctx: RunContext) -> DiskImage:
         wanted = {k: v for k, v in tiny_guest.SPEC.items() if k in ("offer", "sku")}
         got = {"offer": spec.offer or "", "sku": spec.sku or ""}
         if got != wanted or (spec.version or "latest") not in ("latest", ""):

@@ -15,10 +15,11 @@ from typing import ClassVar, Literal
 import anyio
 import anyio.to_thread
 import httpx
-from pydantic import BaseModel, field_validator
+from pydantic import field_validator
 
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskFormat, DiskImage
+from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ChecksumError, FetchError, SourceError, UsageError
@@ -172,19 +173,12 @@ def template_directory(ctx: RunContext) -> Path | None:
     return base if isinstance(base, Path) else ctx.options.base_directory
 
 
-class UrlDiskSource:
+class UrlDiskSource(SourceBase[DiskImageSource]):
     """Resolves ``DiskImage`` sources: local files in place, http(s) images through the download cache."""
 
     type_name: ClassVar[str] = "DiskImage"
-    spec_model: ClassVar[type[BaseModel]] = DiskImageSource
 
-    @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, DiskImageSource)
-
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        if not isinstance(spec, DiskImageSource):
-            raise SourceError(f"UrlDiskSource cannot resolve {type(spec).__name__}")
+    async def resolve(self, spec: DiskImageSource, ctx: RunContext) -> DiskImage:
         uri = apply_uri_map(spec.uri, ctx.options.uri_map)
         base = template_directory(ctx)
         scheme = uri_scheme(uri)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import anyio
-from pydantic import BaseModel
 
 from aib_provider_s3_vhd.locations import S3Location, is_s3_uri, parse_s3_uri
 from aib_provider_s3_vhd.publish import ObjectSpec, Publication, RegionTarget
@@ -14,6 +13,7 @@ from aib_provider_s3_vhd.specs import S3Format, S3ImageDistributor
 from aib_provider_s3_vhd.transport import ClientPool, Endpoint
 from aib_sdk import disks
 from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.bases import DistributorBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError
@@ -102,21 +102,20 @@ async def publish_image(
     )
 
 
-class S3VhdPublisher:
+class S3VhdPublisher(DistributorBase[VhdDistributor]):
     """AIB's ``VHD`` target when its ``uri`` is ``s3://bucket/key``: a fixed VHD (1 MiB aligned) in that bucket.
 
     The region and endpoint come from botocore's chain (``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``, profiles).
     """
 
     type_name: ClassVar[str] = "VHD"
-    spec_model: ClassVar[type[BaseModel]] = VhdDistributor
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, VhdDistributor) and is_s3_uri(spec.uri)
+    def accepts(cls, spec: VhdDistributor, config: Config) -> bool:
+        return is_s3_uri(spec.uri)
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, VhdDistributor) and spec.uri is not None
+    async def publish(self, artifact: Artifact, spec: VhdDistributor, ctx: RunContext) -> RunOutput:
+        assert spec.uri is not None
         try:
             location = parse_s3_uri(spec.uri)
         except ValueError as exc:
@@ -132,18 +131,12 @@ class S3VhdPublisher:
         )
 
 
-class S3ImagePublisher:
+class S3ImagePublisher(DistributorBase[S3ImageDistributor]):
     """``S3Image``: the image in ``format`` under ``key`` in each region's bucket, all regions at once."""
 
     type_name: ClassVar[str] = "S3Image"
-    spec_model: ClassVar[type[BaseModel]] = S3ImageDistributor
 
-    @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, S3ImageDistributor)
-
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, S3ImageDistributor)
+    async def publish(self, artifact: Artifact, spec: S3ImageDistributor, ctx: RunContext) -> RunOutput:
         return await publish_image(
             artifact,
             ctx,

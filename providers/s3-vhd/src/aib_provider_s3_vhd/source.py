@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import anyio
-from pydantic import BaseModel
 
 from aib_provider_s3_vhd.download import download_object
 from aib_provider_s3_vhd.locations import S3Location, parse_s3_uri
@@ -15,7 +14,7 @@ from aib_provider_s3_vhd.settings import S3Settings
 from aib_provider_s3_vhd.specs import S3ImageSource
 from aib_provider_s3_vhd.transport import ClientPool, Endpoint, describe, with_retries
 from aib_sdk.artifacts import DiskFormat, DiskImage
-from aib_sdk.config import Config
+from aib_sdk.bases import SourceBase
 from aib_sdk.context import RunContext
 from aib_sdk.disks import sha256_file
 from aib_sdk.errors import ChecksumError, SourceError
@@ -39,18 +38,12 @@ def _format_of(spec: S3ImageSource, key: str, metadata: dict[str, str]) -> DiskF
     raise SourceError(f'{spec.uri}: cannot tell the disk format; set "format" (vhd, raw, qcow2, vmdk)')
 
 
-class S3ImageResolver:
+class S3ImageResolver(SourceBase[S3ImageSource]):
     """Resolves ``{"type": "S3Image", "uri": "s3://…", "sha256Checksum": …}`` into a cached local disk."""
 
     type_name: ClassVar[str] = "S3Image"
-    spec_model: ClassVar[type[BaseModel]] = S3ImageSource
 
-    @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, S3ImageSource)
-
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        assert isinstance(spec, S3ImageSource)
+    async def resolve(self, spec: S3ImageSource, ctx: RunContext) -> DiskImage:
         settings = S3Settings.from_config(ctx.config)
         location = parse_s3_uri(spec.uri)
         async with ClientPool(settings) as pool:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
-
 from aib_provider_azure.arm import COMPUTE_API
 from aib_provider_azure.distributors.common import staged_vhd
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings
 from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.bases import DistributorBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, UsageError
@@ -35,18 +34,16 @@ def image_body(artifact: Artifact, location: str, blob_uri: str, tags: dict[str,
     return body
 
 
-class AzureManagedImage:
+class AzureManagedImage(DistributorBase[ManagedImageDistributor]):
     """Publishes a managed image at ``imageId`` (any non-local ARM id) in ``location``."""
 
     type_name: ClassVar[str] = "ManagedImage"
-    spec_model: ClassVar[type[BaseModel]] = ManagedImageDistributor
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return is_azure_arm_id(getattr(spec, "image_id", None))
+    def accepts(cls, spec: ManagedImageDistributor, config: Config) -> bool:
+        return is_azure_arm_id(spec.image_id)
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, ManagedImageDistributor)
+    async def publish(self, artifact: Artifact, spec: ManagedImageDistributor, ctx: RunContext) -> RunOutput:
         name = spec.run_output_name
         arm_id = parse_arm_id(spec.image_id)
         if (

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
-
 from aib_provider_azure.arm import GALLERY_API, ArmClient, ArmError
 from aib_provider_azure.distributors.common import TargetState, staged_vhd, status, storage_account_id
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings, BlobRef
 from aib_sdk.artifacts import Artifact, DiskImage, RunOutput
+from aib_sdk.bases import DistributorBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, DistributeError, UsageError
@@ -124,19 +123,17 @@ class ReplicationWatcher:
         return [r for r, s in self.states.items() if s.lower() == "failed"]
 
 
-class AzureSharedImage:
+class AzureSharedImage(DistributorBase[SharedImageDistributor]):
     """Publishes a gallery image version under ``galleryImageId`` and waits for replication to every region."""
 
     type_name: ClassVar[str] = "SharedImage"
-    spec_model: ClassVar[type[BaseModel]] = SharedImageDistributor
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return is_azure_arm_id(getattr(spec, "gallery_image_id", None))
+    def accepts(cls, spec: SharedImageDistributor, config: Config) -> bool:
+        return is_azure_arm_id(spec.gallery_image_id)
 
-    async def preflight(self, spec: BaseModel, image: DiskImage, ctx: RunContext) -> None:
+    async def preflight(self, spec: SharedImageDistributor, image: DiskImage, ctx: RunContext) -> None:
         """Before any VM boots: gallery and definition exist (or ``create_missing``); an explicit version is free."""
-        assert isinstance(spec, SharedImageDistributor)
         async with AzureSession(
             AzureSettings.from_config(ctx.config), ctx.options.credential, ctx.options.http_transport
         ) as session:
@@ -149,8 +146,7 @@ class AzureSharedImage:
                         f"SharedImage {spec.run_output_name}: version {version} already exists in {definition_id}"
                     )
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, SharedImageDistributor)
+    async def publish(self, artifact: Artifact, spec: SharedImageDistributor, ctx: RunContext) -> RunOutput:
         name = spec.run_output_name
         settings = AzureSettings.from_config(ctx.config)
         async with AzureSession(settings, ctx.options.credential, ctx.options.http_transport) as session:

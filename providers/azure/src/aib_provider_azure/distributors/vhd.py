@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel
-
 from aib_provider_azure.distributors.common import (
     fixed_vhd,
     metadata,
@@ -19,13 +17,14 @@ from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings
 from aib_provider_azure.upload import upload_page_blob
 from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.bases import DistributorBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError, UsageError
 from aib_sdk.models.specs import VhdDistributor
 
 
-class AzureVhd:
+class AzureVhd(DistributorBase[VhdDistributor]):
     """Publishes a fixed VHD as a page blob at ``uri`` (a blob or container URI on Azure or a configured endpoint).
 
     Replicates to ``[azure] vhd_replication_regions`` through ``[azure.regions]``; ``artifactUri`` is the plain
@@ -33,20 +32,18 @@ class AzureVhd:
     """
 
     type_name: ClassVar[str] = "VHD"
-    spec_model: ClassVar[type[BaseModel]] = VhdDistributor
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        uri = getattr(spec, "uri", None)
-        if not isinstance(uri, str):
+    def accepts(cls, spec: VhdDistributor, config: Config) -> bool:
+        uri = spec.uri
+        if uri is None:
             return False
         try:
             return AzureSettings.from_config(config).claims_uri(uri)
         except UsageError:  # a broken [azure] table: claim only what is clearly Azure, publish() reports it
             return AzureSettings().claims_uri(uri)
 
-    async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
-        assert isinstance(spec, VhdDistributor)
+    async def publish(self, artifact: Artifact, spec: VhdDistributor, ctx: RunContext) -> RunOutput:
         name = spec.run_output_name
         settings = AzureSettings.from_config(ctx.config)
         default = f"{safe_name(ctx.template_name)}-{safe_name(ctx.run_id)}.vhd"

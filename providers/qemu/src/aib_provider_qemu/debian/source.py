@@ -20,12 +20,12 @@ from typing import Any, ClassVar
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel
 
 from aib_provider_qemu.debian import disk, mirror, rootfs
 from aib_provider_qemu.host import OVMF_CODE, OVMF_VARS
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
+from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import SourceError
@@ -163,19 +163,16 @@ async def remove_tree(path: Path) -> None:
     await anyio.to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
 
 
-class DebianPlatformSource:
+class DebianPlatformSource(SourceBase[PlatformImageSource]):
     """Resolves ``PlatformImage`` specs of publisher ``Debian`` by bootstrapping Debian 12."""
 
     type_name: ClassVar[str] = "PlatformImage"
-    spec_model: ClassVar[type[BaseModel]] = PlatformImageSource
 
     @classmethod
-    def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, PlatformImageSource) and (spec.publisher or "").lower() == "debian"
+    def accepts(cls, spec: PlatformImageSource, config: Config) -> bool:
+        return (spec.publisher or "").lower() == "debian"
 
-    async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
-        if not isinstance(spec, PlatformImageSource):
-            raise SourceError(f"DebianPlatformSource cannot resolve {type(spec).__name__}")
+    async def resolve(self, spec: PlatformImageSource, ctx: RunContext) -> DiskImage:
         offer = find_offer(spec)
         if offer.firmware == "uefi" and not await anyio.Path(OVMF_CODE).is_file():
             raise SourceError(f"sku {offer.sku} boots with UEFI: install Debian's 'ovmf' package ({OVMF_CODE})")
