@@ -262,15 +262,16 @@ async def cmd_plugins(args: argparse.Namespace) -> int:
             kind, _, name = entry.partition(":")
             kinds.setdefault(kind, []).append(name)
         listing[plugin] = {"version": ver, "types": kinds}
+    broken.update(pm.registry.broken)  # plugins that loaded but registered a class missing a required member
     for plugin, error in broken.items():
-        listing[plugin] = {"version": None, "types": {}, "error": error}
+        listing[plugin] = {"version": listing.get(plugin, {}).get("version"), "types": {}, "error": error}
     if args.json:
         out(json.dumps(listing, indent=2))
     else:
         for plugin, data in listing.items():
             out(plugin + (f" {data['version']}" if data["version"] else ""))
             if "error" in data:
-                out(f"  failed to load: {data['error']}")
+                out(f"  broken, left out: {data['error']}")
             for kind, names in data["types"].items():
                 out(f"  {kind}: {', '.join(names)}")
     return 1 if broken else 0
@@ -403,10 +404,24 @@ def _failure(exc: BaseException, debug: bool) -> int:
     raise exc
 
 
+def _show_plugin_warnings() -> None:
+    """Print the plugin manager's warnings (a broken plugin left out) as ``aib: warning: …`` lines on stderr."""
+    import logging
+
+    class StderrWarnings(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            err(f"aib: warning: {record.getMessage()}")
+
+    logger = logging.getLogger("aib_sdk.plugins")
+    if not any(type(h).__name__ == "StderrWarnings" for h in logger.handlers):
+        logger.addHandler(StderrWarnings(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``aib`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code. Never shows a traceback
     unless ``AIB_DEBUG=1``."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    _show_plugin_warnings()
     try:
         return _main(arguments)
     except BaseException as exc:

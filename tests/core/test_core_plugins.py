@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 from pydantic import BaseModel
@@ -31,6 +31,9 @@ class WidgetDistributor:
     @classmethod
     def claims(cls, spec: BaseModel, config: Config) -> bool:
         return isinstance(spec, WidgetTarget) and spec.uri.startswith("widget://")
+
+    async def publish(self, artifact: Any, spec: BaseModel, ctx: Any) -> Any:
+        raise NotImplementedError
 
 
 class WidgetPlugin:
@@ -104,6 +107,9 @@ def test_third_party_implementations_are_asked_before_the_core() -> None:
         @classmethod
         def claims(cls, spec: BaseModel, config: Config) -> bool:
             return True
+
+        async def publish(self, artifact: Any, spec: BaseModel, ctx: Any) -> Any:
+            raise NotImplementedError
 
     class AnyVhdPlugin:
         @hookimpl

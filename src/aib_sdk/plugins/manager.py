@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -12,13 +13,21 @@ from pydantic import BaseModel
 
 from aib_sdk.errors import PluginError, UsageError
 from aib_sdk.plugins import PROJECT, hookspecs
-from aib_sdk.plugins.registry import Registry, type_name_of
+from aib_sdk.plugins.registry import Registry, check_class, check_spec_model, type_name_of
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
 
 BUILTIN_PLUGIN = "aib-sdk"
+logger = logging.getLogger("aib_sdk.plugins")
+
+
+class _Failed:
+    """A hook implementation that raised: its plugin is broken."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
 
 
 def disabled_by_env() -> set[str]:
@@ -99,31 +108,67 @@ class PluginManager:
         self._load_entry_points()
         self._pm.hook.aib_add_cli_commands(subparsers=subparsers)
 
-    def _calls(self, hook: Any) -> Iterable[tuple[str, list[Any]]]:
+    def _calls(self, hook: Any) -> Iterable[tuple[str, list[Any] | _Failed]]:
         # Call each plugin's implementation separately so every registered class knows its plugin.
         for impl in reversed(hook.get_hookimpls()):
             name = self._pm.get_name(impl.plugin) or "?"
-            result = impl.function()
-            yield name, list(result or [])
+            try:
+                result = impl.function()
+            except Exception as exc:  # a hook that fails (e.g. its lazy import) breaks its plugin only
+                result = _Failed(f"{hook.name} failed: {type(exc).__name__}: {exc}")
+            yield name, result if isinstance(result, _Failed) else list(result or [])
+
+    def _checked(self, reg: Registry, hook: Any, kind: str) -> list[tuple[str, list[Any]]]:
+        """A hook's results per plugin, each entry checked; a plugin with a bad one goes to ``reg.broken``."""
+        calls: list[tuple[str, list[Any]]] = []
+        for plugin, entries in self._calls(hook):
+            try:
+                if isinstance(entries, _Failed):
+                    raise PluginError(f"plugin {plugin!r}: {entries.error}")
+                for entry in entries:
+                    if kind == "spec model":
+                        check_spec_model(entry, plugin)
+                    else:
+                        check_class(kind, entry, plugin)
+            except PluginError as exc:
+                if plugin not in reg.broken:
+                    reg.broken[plugin] = str(exc)
+                    logger.warning("plugin %s is left out: %s", plugin, exc)
+                continue
+            calls.append((plugin, entries))
+        return calls
 
     def _collect(self) -> Registry:
         reg = Registry()
         hook = self._pm.hook
-        for plugin, entries in self._calls(hook.aib_register_spec_models):
+        # Check every class first, so that a broken plugin is left out whole and the healthy ones still work.
+        checked = {
+            "spec model": self._checked(reg, hook.aib_register_spec_models, "spec model"),
+            "source": self._checked(reg, hook.aib_register_sources, "source"),
+            "build host": self._checked(reg, hook.aib_register_build_hosts, "build host"),
+            "communicator": self._checked(reg, hook.aib_register_communicators, "communicator"),
+            "customizer": self._checked(reg, hook.aib_register_customizers, "customizer"),
+            "distributor": self._checked(reg, hook.aib_register_distributors, "distributor"),
+        }
+
+        def healthy(kind: str) -> list[tuple[str, list[Any]]]:
+            return [(plugin, classes) for plugin, classes in checked[kind] if plugin not in reg.broken]
+
+        for plugin, entries in healthy("spec model"):
             for kind, model in entries:
                 reg.add_spec_model(kind, model, plugin)
-        for plugin, sources in self._calls(hook.aib_register_sources):
+        for plugin, sources in healthy("source"):
             for cls in sources:
                 reg.add_spec_model("source", cls.spec_model, plugin)
                 reg.sources.append(cls)
                 reg.owner[cls] = plugin
-        for plugin, hosts in self._calls(hook.aib_register_build_hosts):
+        for plugin, hosts in healthy("build host"):
             for host in hosts:
                 reg.add_named(reg.build_hosts, "build host", host, host.name, plugin)
-        for plugin, comms in self._calls(hook.aib_register_communicators):
+        for plugin, comms in healthy("communicator"):
             for comm in comms:
                 reg.add_named(reg.communicators, "communicator", comm, comm.name, plugin)
-        for plugin, steps in self._calls(hook.aib_register_customizers):
+        for plugin, steps in healthy("customizer"):
             for step in steps:
                 reg.add_named(reg.customizers, "customizer", step, step.type_name, plugin)
                 if getattr(step, "hidden", False):
@@ -131,7 +176,7 @@ class PluginManager:
                 reg.add_spec_model("customizer", step.spec_model, plugin)
                 if step.validator_model is not None:
                     reg.add_spec_model("validator", step.validator_model, plugin)
-        for plugin, dists in self._calls(hook.aib_register_distributors):
+        for plugin, dists in healthy("distributor"):
             for dist in dists:
                 reg.add_spec_model("distributor", dist.spec_model, plugin)
                 reg.distributors.append(dist)

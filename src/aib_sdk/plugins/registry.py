@@ -16,6 +16,51 @@ if TYPE_CHECKING:
 SpecKind = Literal["source", "customizer", "validator", "distributor"]
 SPEC_KINDS: tuple[SpecKind, ...] = ("source", "customizer", "validator", "distributor")
 
+REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
+    "source": ("type_name", "spec_model", "claims", "resolve"),
+    "customizer": ("type_name", "spec_model", "validator_model", "run"),
+    "distributor": ("type_name", "spec_model", "claims", "publish"),
+    "build host": ("name", "available", "start"),
+    "communicator": ("name", "run", "upload", "download", "boot_id", "wait_rebooted", "aclose"),
+}
+"""What each kind of registered class must have (the protocol's members; :mod:`aib_sdk.bases` provides them)."""
+
+
+def check_spec_model(entry: Any, plugin: str) -> None:
+    """Refuse an ``aib_register_spec_models`` entry that is not ``(kind, model)`` with a usable model."""
+    kind, model = entry if isinstance(entry, tuple) and len(entry) == 2 else (None, None)
+    if kind not in SPEC_KINDS or not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise PluginError(f"plugin {plugin!r}: spec model entry {entry!r} is not (kind, pydantic model)")
+    try:
+        type_name_of(model)
+    except PluginError as exc:
+        raise PluginError(f"plugin {plugin!r}: {exc}") from None
+
+
+def check_class(kind: str, cls: Any, plugin: str) -> None:
+    """Refuse a registered class that is not a class, lacks a required member or has an unusable spec model,
+    with a :class:`PluginError` naming the plugin, the class and the member."""
+    name = getattr(cls, "__qualname__", repr(cls))
+    if not isinstance(cls, type):
+        raise PluginError(f"plugin {plugin!r}: registered {kind} {name} is not a class")
+    abstract = getattr(cls, "__abstractmethods__", frozenset())  # a base's member left unimplemented
+    missing = [member for member in REQUIRED_MEMBERS[kind] if not hasattr(cls, member) or member in abstract]
+    if missing:
+        listed = ", ".join(repr(m) for m in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise PluginError(f"plugin {plugin!r}: {kind} {name} lacks the required member{plural} {listed}")
+    members: dict[str, Any] = {member: getattr(cls, member) for member in REQUIRED_MEMBERS[kind]}
+    models = [members["spec_model"]] if "spec_model" in members else []
+    if members.get("validator_model") is not None:
+        models.append(members["validator_model"])
+    for model in models:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise PluginError(f"plugin {plugin!r}: {kind} {name}: spec model {model!r} is not a pydantic model")
+        try:
+            type_name_of(model)
+        except PluginError as exc:
+            raise PluginError(f"plugin {plugin!r}: {kind} {name}: {exc}") from None
+
 
 def type_name_of(model: type[BaseModel]) -> str:
     """The discriminator value of a spec model: the single ``Literal`` of its ``type`` field."""
@@ -41,6 +86,8 @@ class Registry:
     customizers: dict[str, type[Customizer]] = field(default_factory=dict)
     distributors: list[type[Distributor]] = field(default_factory=list)
     owner: dict[Any, str] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+    """Plugins left out because a class they registered failed :func:`check_class` (plugin → error)."""
 
     def add_spec_model(self, kind: SpecKind, model: type[BaseModel], plugin: str) -> None:
         name = type_name_of(model)
