@@ -12,7 +12,7 @@ from pydantic_core import ErrorDetails
 
 from aib_sdk.models import specs
 from aib_sdk.models.arm import join_path
-from aib_sdk.plugins.registry import Registry, SpecKind
+from aib_sdk.plugins.registry import Registry, SpecKind, type_name_of
 
 Loc = tuple[str | int, ...]
 
@@ -79,27 +79,72 @@ def _known_fields() -> set[str]:
 _KNOWN: set[str] = set()
 
 
-def suggest(field: str, registry: Registry | None = None) -> str | None:
-    """The known AIB field ``field`` was probably meant to be (same letters in another case, or a close spelling)."""
-    if not _KNOWN:
-        _KNOWN.update(_known_fields())
-    known = set(_KNOWN)
-    if registry is not None:
-        for models in registry.spec_models.values():
-            for model in models.values():
-                known.update(info.alias or name for name, info in model.model_fields.items())
+def suggest(field: str, registry: Registry | None = None, *, fields: Iterable[str] | None = None) -> str | None:
+    """The field ``field`` was probably meant to be (same letters in another case, or a close spelling): among
+    ``fields`` (the entry's own model) when given, else among every AIB field and every registered model's."""
+    if fields is not None:
+        known = set(fields)
+    else:
+        if not _KNOWN:
+            _KNOWN.update(_known_fields())
+        known = set(_KNOWN)
+        if registry is not None:
+            for models in registry.spec_models.values():
+                for model in models.values():
+                    known.update(model_fields(model))
     for name in known:
         if name.lower() == field.lower() and name != field:
             return name
     close = difflib.get_close_matches(field, sorted(known), n=1, cutoff=0.8)
-    return close[0] if close else None
+    if close:
+        return close[0]
+    lowered = field.lower()  # a shortened or lengthened name: "compress" for "compressLevel"
+    longer = sorted((n for n in known if len(lowered) >= 4 and n.lower().startswith(lowered)), key=len)
+    return longer[0] if longer else None
 
 
-def unknown_field_message(field: str, registry: Registry | None = None) -> str:
-    hint = suggest(field, registry)
+def model_fields(model: type[BaseModel]) -> set[str]:
+    """The names ``model`` accepts in a template (aliases where it has them)."""
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+def entry_model(data: Any, path: Loc, registry: Registry) -> type[BaseModel] | None:
+    """The registered model of the template entry directly holding ``path``'s last field (``None`` when that
+    field is not directly on a ``source``/``customize[]``/``inVMValidations[]``/``distribute[]`` entry)."""
+    parent = path[:-1]
+    if parent == ("source",):
+        kind: SpecKind | None = "source"
+    elif len(parent) >= 2 and isinstance(parent[-1], int) and isinstance(parent[-2], str):
+        kind = _KIND_BY_FIELD.get(parent[-2]) if parent[-2] != "source" else None
+    else:
+        kind = None
+    if kind is None:
+        return None
+    entry: Any = data
+    for part in parent:
+        try:
+            entry = entry[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    type_name = entry.get("type") if isinstance(entry, dict) else None
+    return registry.spec_models[kind].get(type_name) if isinstance(type_name, str) else None
+
+
+def unknown_field_message(field: str, registry: Registry | None = None, *, model: type[BaseModel] | None = None) -> str:
+    """``unknown field "x"`` with a hint drawn from ``model``'s fields (the entry's own type) when known.
+
+    AIB's own types say so ("AIB field names are case-sensitive"); a provider's type is named instead.
+    """
+    hint = suggest(field, registry, fields=model_fields(model) if model is not None else None)
+    owner = registry.owner.get(model) if registry is not None and model is not None else None
+    third_party = model is not None and owner is not None and owner != "aib-sdk"
     text = f'unknown field "{field}"'
+    if third_party:
+        assert model is not None
+        text += f" for {type_name_of(model)} (from {owner})"
     if hint:
-        text += f' (AIB field names are case-sensitive; did you mean "{hint}"?)'
+        rule = "field names are case-sensitive" if third_party else "AIB field names are case-sensitive"
+        text += f' ({rule}; did you mean "{hint}"?)'
     return text
 
 
@@ -116,8 +161,11 @@ def _installed(registry: Registry, kind: SpecKind | None) -> str:
     return ", ".join(sorted(registry.spec_models[kind]))
 
 
-def translate(error: ErrorDetails, path: Loc, registry: Registry) -> tuple[Loc, str]:
-    """The issue for one pydantic error: its path (maybe moved to a field) and a short message."""
+def translate(error: ErrorDetails, path: Loc, registry: Registry, data: Any = None) -> tuple[Loc, str]:
+    """The issue for one pydantic error: its path (maybe moved to a field) and a short message.
+
+    ``data``: the validated document, so that an unknown field's hint comes from its own entry's model.
+    """
     kind = error["type"]
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
     value = error.get("input")
@@ -131,7 +179,8 @@ def translate(error: ErrorDetails, path: Loc, registry: Registry) -> tuple[Loc, 
             message += f" ({code})"
         return (*path, *extra), message
     if kind == "extra_forbidden":
-        return path, unknown_field_message(str(path[-1]) if path else "?", registry)
+        model = entry_model(data, path, registry) if path else None
+        return path, unknown_field_message(str(path[-1]) if path else "?", registry, model=model)
     if kind == "missing":
         name = path[-1] if path else "?"
         if name == "distribute":

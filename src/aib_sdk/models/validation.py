@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from aib_sdk.errors import Issue
-from aib_sdk.models.issues import Loc, data_path, render, translate, unknown_field_message
+from aib_sdk.models.issues import Loc, data_path, entry_model, render, translate, unknown_field_message
+from aib_sdk.models.placeholders import is_unresolved
 from aib_sdk.models.template import TemplateProperties
 
 if TYPE_CHECKING:
@@ -96,15 +97,34 @@ def validate_properties(
                     changed = True
                     continue
             if error["type"] == "extra_forbidden" and lenient and _set_at(data, path, None, delete=True):
-                message = unknown_field_message(str(path[-1]), registry)
+                message = unknown_field_message(str(path[-1]), registry, model=entry_model(data, path, registry))
                 warnings.append(Issue(render(prefix, path), f"{message}; ignored by this API version", "warning"))
                 changed = True
                 continue
-            real.append(translate(error, path, registry))
+            real.append(translate(error, path, registry, data))
         if not changed:
             issues = [Issue(render(prefix, path), message) for path, message in real]
+            shown = {issue.path for issue in issues}
+            issues += [issue for issue in duplicate_outputs(data, prefix) if issue.path not in shown]
             return None, issues, warnings
     raise AssertionError("template validation did not settle")  # pragma: no cover
+
+
+def duplicate_outputs(data: Any, prefix: str) -> list[Issue]:
+    """Every ``runOutputName`` used twice in ``distribute``, read from the document itself, so a duplicate is
+    reported together with the other errors (the model's own check runs only once all fields are valid)."""
+    seen: set[str] = set()
+    issues: list[Issue] = []
+    targets = data.get("distribute") if isinstance(data, dict) else None
+    for index, target in enumerate(targets if isinstance(targets, list) else []):
+        name = target.get("runOutputName") if isinstance(target, dict) else None
+        if not isinstance(name, str) or is_unresolved(name):
+            continue
+        if name in seen:
+            path = render(prefix, ("distribute", index, "runOutputName"))
+            issues.append(Issue(path, f"runOutputName {name!r} is used twice"))
+        seen.add(name)
+    return issues
 
 
 def to_loc(path: str) -> Loc:

@@ -43,7 +43,7 @@ def check_class(kind: str, cls: Any, plugin: str) -> None:
     name = getattr(cls, "__qualname__", repr(cls))
     if not isinstance(cls, type):
         raise PluginError(f"plugin {plugin!r}: registered {kind} {name} is not a class")
-    abstract = getattr(cls, "__abstractmethods__", frozenset())  # a base's member left unimplemented
+    abstract: frozenset[str] = getattr(cls, "__abstractmethods__", frozenset())  # a base's member left unimplemented
     missing = [member for member in REQUIRED_MEMBERS[kind] if not hasattr(cls, member) or member in abstract]
     if missing:
         listed = ", ".join(repr(m) for m in missing)
