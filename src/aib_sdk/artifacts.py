@@ -78,7 +78,7 @@ class RunOutput:
     error: str | None = None
     regions: dict[str, str] = field(default_factory=dict)  # region → URI/location of its replica
 
-    def to_json(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "artifactId": self.artifact_id,
             "artifactUri": self.artifact_uri,

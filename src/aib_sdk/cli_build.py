@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
-import json
 import signal
 import sys
 from pathlib import Path
@@ -75,7 +74,7 @@ def report(result: BuildResult, *, as_json: bool) -> int:
     """Print the result (JSON alone on stdout with ``as_json``), explain a failure on stderr, return the exit code."""
     status = result.last_run_status
     if as_json:
-        out(json.dumps(result.to_json(), indent=2))
+        out(result.to_json())
     else:
         out(f"run {result.run_id} of {result.template_name}: {status.run_state}")
         for name, output in result.run_outputs.items():

@@ -21,7 +21,7 @@ from aib_sdk.events import (
     StepFinished,
     StepStarted,
     TargetStatus,
-    Warning,
+    WarningEvent,
 )
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class PlainDisplay:
             extra = ev.artifact_id or ev.artifact_uri or ""
             text = f"==> target {where} ({ev.type}): {ev.state}"
             return text + (f" {extra}" if extra else "") + (f": {ev.message}" if ev.message else "")
-        if isinstance(ev, Warning):
+        if isinstance(ev, WarningEvent):
             return f"warning: {ev.message}"
         if isinstance(ev, RunFinished):
             return f"==> run {ev.run_state}" + (f": {_first_line(ev.message)}" if ev.message else "")
@@ -224,7 +224,7 @@ class RichDisplay:
                 extra = ev.artifact_id or ev.artifact_uri or ev.message
                 style = "green" if ev.state == "Succeeded" else "red"
                 self._print(f"{'✓' if ev.state == 'Succeeded' else '✗'} target {where}: {ev.state} {extra}", style)
-        elif isinstance(ev, Warning):
+        elif isinstance(ev, WarningEvent):
             self._print(f"warning: {ev.message}", "yellow")
         elif isinstance(ev, RunFinished):
             self.phase = ev.run_state

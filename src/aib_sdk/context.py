@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from aib_sdk.config import Config
-from aib_sdk.events import EventSink, LogLine, Progress, StepPhase, Warning
+from aib_sdk.events import EventSink, LogLine, Progress, StepPhase, WarningEvent
 from aib_sdk.options import BuildOptions
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class RunContext:
         return self.config.cache
 
     def warn(self, message: str) -> None:
-        self.emit(Warning(message=message))
+        self.emit(WarningEvent(message=message))
 
     def log(self, source: str, line: str, stream: str = "info") -> None:
         self.emit(LogLine(source=source, line=line, stream=stream))

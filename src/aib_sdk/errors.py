@@ -4,6 +4,7 @@
 AibError
 ├── TemplateError            a template breaks a rule (one or more issues, each with a JSON path)
 ├── UsageError               the caller asked for something impossible (bad option, missing --param)
+│   └── MissingParamsError   the template needs parameters that were not given (every one of them named)
 ├── PluginError              a provider could not be loaded, or two provide the same type name
 └── BuildError               something failed while running a build
     ├── FetchError           a scriptUri/sourceUri/image could not be fetched
@@ -15,8 +16,8 @@ AibError
     ├── StepError            a customizer or validator failed (step, exit code, last log lines)
     ├── DistributeError      publishing to a target failed
     │   └── ConflictError    the target already holds what we publish (e.g. a gallery version)
-    ├── BuildTimeout         buildTimeoutInMinutes ran out
-    └── BuildCancelled       the build was cancelled
+    ├── BuildTimeout         buildTimeoutInMinutes ran out (BuildResult.raise_for_state())
+    └── BuildCancelled       the build was cancelled (BuildResult.raise_for_state())
 ```
 
 Foreign exceptions (asyncssh, httpx, botocore, azure) are mapped at the boundary with ``raise ... from exc``.
@@ -57,6 +58,14 @@ class TemplateError(AibError):
 
 class UsageError(AibError):
     """The caller asked for something that cannot be done as asked."""
+
+
+class MissingParamsError(UsageError):
+    """A run needs parameters the caller did not give; ``names`` lists every one of them."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 class PluginError(AibError):
@@ -128,8 +137,8 @@ class ConflictError(DistributeError):
 
 
 class BuildTimeout(BuildError):
-    """The build ran past buildTimeoutInMinutes (or --timeout)."""
+    """The build ran past buildTimeoutInMinutes (or --timeout); see :meth:`BuildResult.raise_for_state`."""
 
 
 class BuildCancelled(BuildError):
-    """The build was cancelled."""
+    """The build was cancelled; see :meth:`BuildResult.raise_for_state`."""

@@ -28,7 +28,7 @@ from aib_sdk.events import (
     StepFinished,
     StepStarted,
     TargetStatus,
-    Warning,
+    WarningEvent,
 )
 
 _log = logging.getLogger("aib_sdk.eventlog")
@@ -94,7 +94,7 @@ def format_event(event: Event) -> list[str]:
             extra = f": {event.message}" if event.message else ""
             extra += f" ({event.artifact_id})" if event.artifact_id else ""
             return [f"distribute {event.run_output_name!r} ({event.type}){region}: {event.state}{extra}"]
-        case Warning():
+        case WarningEvent():
             return [f"WARNING: {line}" for line in event.message.splitlines() or [""]]
         case RunFinished():
             lines = [f"Run finished: {event.run_state} / {event.run_sub_state}"]

@@ -101,9 +101,15 @@ class TargetStatus(_Event):
     artifact_uri: str | None = None
 
 
-class Warning(_Event):
+class WarningEvent(_Event):
+    """Something the user should know that did not stop the run (a template warning, a cleanup that failed)."""
+
     kind: Literal["warning"] = "warning"
     message: str
+
+
+Warning = WarningEvent
+"""Deprecated name of :class:`WarningEvent` (it shadows the builtin ``Warning``); kept for existing code."""
 
 
 class RunFinished(_Event):
@@ -114,7 +120,15 @@ class RunFinished(_Event):
 
 
 Event = Annotated[
-    RunStarted | PhaseChanged | StepStarted | StepFinished | LogLine | Progress | TargetStatus | Warning | RunFinished,
+    RunStarted
+    | PhaseChanged
+    | StepStarted
+    | StepFinished
+    | LogLine
+    | Progress
+    | TargetStatus
+    | WarningEvent
+    | RunFinished,
     Discriminator("kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

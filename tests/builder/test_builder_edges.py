@@ -15,7 +15,7 @@ from aib_sdk.builder import Builder
 from aib_sdk.config import Config
 from aib_sdk.context import StepContext
 from aib_sdk.errors import StepError
-from aib_sdk.events import StepFinished, TargetStatus, Warning
+from aib_sdk.events import StepFinished, TargetStatus, WarningEvent
 from aib_sdk.models.specs import AibModel
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins import hookimpl
@@ -76,7 +76,7 @@ async def test_deprovision_runs_last_on_the_build_vm(aib_home: Config):
         ("deprovision", "Deprovision"),
         ("validate", "check-0"),
     ]
-    assert not any("Deprovision" in w.message for w in recorder.of_kind(Warning))
+    assert not any("Deprovision" in w.message for w in recorder.of_kind(WarningEvent))
 
 
 async def test_deprovision_for_another_os_is_skipped_with_a_warning(aib_home: Config):
@@ -86,7 +86,7 @@ async def test_deprovision_for_another_os_is_skipped_with_a_warning(aib_home: Co
     result = await _builder(aib_home, fakes, template, recorder).run()
     assert result.run_state == "Succeeded"
     assert "sudo sh /tmp/DeprovisionScript.sh" not in fakes.world.commands
-    assert any("no Deprovision step is installed for Windows" in w.message for w in recorder.of_kind(Warning))
+    assert any("no Deprovision step is installed for Windows" in w.message for w in recorder.of_kind(WarningEvent))
 
 
 class WindowsDeprovisionSpec(AibModel):
@@ -183,7 +183,7 @@ async def test_cleanup_failure_is_a_warning(make_builder, aib_fakes: FakePlugin,
     builder = make_builder(fake_template(steps=1, name="c"), build_host="broken-cleanup")
     result = await builder.run()
     assert result.run_state == "Succeeded"
-    assert any("could not delete the VM" in w.message for w in aib_events.of_kind(Warning))
+    assert any("could not delete the VM" in w.message for w in aib_events.of_kind(WarningEvent))
 
 
 async def test_timeout_while_publishing_cancels_unfinished_targets(run_build, aib_fakes: FakePlugin):

@@ -138,7 +138,7 @@ async def test_customization_log_and_run_json(run_build, aib_fakes: FakePlugin):
     assert all(isinstance(s["duration"], float) for s in details["steps"])
     assert list(details["phases"]) == ["Queued", "Building", "Customizing", "Distributing"]
     assert any("identity" in w for w in details["warnings"])  # the template's own warnings are kept
-    assert record == {**result.to_json(), "details": details}
+    assert record == {**result.to_dict(), "details": details}
     snapshot = json.loads((result.staging_directory / "template.json").read_text())
     assert [c["name"] for c in snapshot["customize"]] == ["first", "second"]
     assert "SECRET" not in json.dumps(snapshot)

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from aib_sdk.builder import Builder, MissingParamsError
-from aib_sdk.events import PhaseChanged, RunFinished, StepFinished, StepStarted, Warning
+from aib_sdk.events import PhaseChanged, RunFinished, StepFinished, StepStarted, WarningEvent
 from aib_sdk.testing.fakes import FakePlugin, fake_template
 from aib_sdk.testing.recorder import EventRecorder
 
@@ -55,7 +55,8 @@ async def test_success_walks_every_phase_and_publishes(run_build, aib_fakes: Fak
     phases = [s.phase for s in aib_events.of_kind(StepFinished)]
     assert phases == ["customize", "customize", "deprovision", "validate"]
     assert not (builder.staging.work).exists()
-    assert result.to_json()["lastRunStatus"]["runState"] == "Succeeded"
+    assert result.to_dict()["lastRunStatus"]["runState"] == "Succeeded"
+    assert json.loads(result.to_json()) == result.to_dict()
 
 
 async def test_step_failure_with_cleanup(run_build, aib_fakes: FakePlugin):
@@ -84,7 +85,7 @@ async def test_step_failure_with_abort_keeps_the_vm(run_build, aib_fakes: FakePl
     machine = aib_fakes.world.machine
     assert machine.kept and not machine.destroyed
     assert "ssh -p 2222 builder@127.0.0.1" in result.last_run_status.message
-    assert any("ssh -p 2222" in w.message for w in aib_events.of_kind(Warning))
+    assert any("ssh -p 2222" in w.message for w in aib_events.of_kind(WarningEvent))
     assert builder.staging.work.exists()  # the kept VM may still use it
     record = json.loads(builder.staging.record_file.read_text())
     assert record["details"]["keptVm"].startswith("ssh -p 2222")

@@ -24,7 +24,7 @@ from aib_sdk.plugins.registry import check_class
 
 AIB = Path(sys.executable).parent / "aib"
 
-PLUGIN = '''
+PLUGIN = """
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel
@@ -48,7 +48,7 @@ class Wave:  # no validator_model: the protocol requires it
 @hookimpl
 def aib_register_customizers():
     return [Wave]
-'''
+"""
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from aib_sdk.events import (
     StepFinished,
     StepStarted,
     TargetStatus,
-    Warning,
+    WarningEvent,
 )
 
 EVENTS = [
@@ -37,7 +37,7 @@ EVENTS = [
         for d in (0, 10, 20, 30, 60, 99, 100)
     ],
     TargetStatus(run_output_name="vhd", type="VHD", state="Succeeded", artifact_uri="s3://b/a.vhd"),
-    Warning(message="identity ignored"),
+    WarningEvent(message="identity ignored"),
     RunFinished(run_state="Failed", run_sub_state="Customizing", message="customization failed\nmore"),
 ]
 

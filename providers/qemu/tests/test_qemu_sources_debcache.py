@@ -17,7 +17,7 @@ import pytest
 from aib_provider_qemu.debian.source import OFFERS, DebianPlatformSource, cache_key, check_can_build
 from aib_sdk.config import Config
 from aib_sdk.errors import SourceError
-from aib_sdk.events import Warning
+from aib_sdk.events import WarningEvent
 from aib_sdk.models.specs import PlatformImageSource
 from aib_sdk.testing.fakes import make_run_context
 from aib_sdk.testing.recorder import EventRecorder
@@ -82,7 +82,7 @@ async def test_offline_latest_falls_back_to_the_newest_cached_image_with_a_warni
         _spec("latest"), _resolve_ctx(tmp_path, "http://127.0.0.1:9/d", events)
     )
     assert image.path == newest / "disk.qcow2"
-    assert any("newest cached" in w.message for w in events.of_kind(Warning))
+    assert any("newest cached" in w.message for w in events.of_kind(WarningEvent))
 
 
 async def test_stale_entries_of_another_builder_are_ignored(tmp_path: Path) -> None:

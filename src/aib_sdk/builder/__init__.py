@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from aib_sdk.builder.core import Builder
-from aib_sdk.builder.plan import MissingParamsError
+from aib_sdk.errors import MissingParamsError
 
 __all__ = ["Builder", "MissingParamsError"]

@@ -146,7 +146,7 @@ def _note(event: Event, steps: list[dict[str, Any]], warnings: list[str]) -> Non
 
 def _output_detail(output: RunOutput, type_name: str | None) -> dict[str, Any]:
     return {
-        **output.to_json(),
+        **output.to_dict(),
         "type": type_name,
         "error": output.error,
         "regions": dict(output.regions),
@@ -157,7 +157,7 @@ def _record(
     result: BuildResult, execution: Execution, steps: list[dict[str, Any]], warnings: list[str]
 ) -> dict[str, Any]:
     """``run.json``: the ``--json`` result plus per-region outputs, step timings, phases and warnings."""
-    data = result.to_json()
+    data = result.to_dict()
     start = execution.status.start_time
     end = execution.status.end_time
     data["details"] = {

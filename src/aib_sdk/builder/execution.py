@@ -41,7 +41,7 @@ from aib_sdk.events import (
 )
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.protocols import Customizer, Machine, VmRequest
-from aib_sdk.result import BuildResult, LastRunStatus
+from aib_sdk.result import TIMEOUT_MESSAGE, BuildResult, LastRunStatus
 from aib_sdk.runtime import first_error
 
 from .plan import Plan, StepPlan, TargetPlan
@@ -172,7 +172,7 @@ class Execution:
                     await self._pipeline()
                 if deadline.cancelled_caught:
                     self.fail(
-                        f"build timed out after {self.plan.timeout_text} during {self.status.run_sub_state} "
+                        f"{TIMEOUT_MESSAGE} after {self.plan.timeout_text} during {self.status.run_sub_state} "
                         f"({self.activity}); everything it started was cleaned up"
                     )
             if self.cancel_scope.cancelled_caught:

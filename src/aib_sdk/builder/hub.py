@@ -9,7 +9,7 @@ from collections.abc import Callable
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from aib_sdk.events import Event, EventSink
+from aib_sdk.events import Event, EventSink, Progress, RunFinished, TargetStatus
 
 _log = logging.getLogger("aib_sdk.builder")
 
@@ -22,6 +22,11 @@ class EventHub:
 
     A subscriber joining late first receives the events emitted so far, so ``builder.events()`` misses nothing
     even when its consumer task starts after the run. :meth:`close` (after ``RunFinished``) ends every stream.
+
+    Two guarantees for consumers, whatever the providers emit: a :class:`Progress` that repeats the previous one of
+    the same operation (the 100 % a tool reports and its caller reports again) is dropped, and before the
+    ``RunFinished`` of a cancelled or failed run every target and region still ``Running`` gets its final state
+    (``Canceled`` or ``Failed``).
     """
 
     def __init__(self, callback: EventSink | None = None) -> None:
@@ -29,6 +34,8 @@ class EventHub:
         self._listeners: list[Callable[[Event], None]] = []
         self._streams: list[MemoryObjectSendStream[Event]] = []
         self._history: list[Event] = []
+        self._progress: dict[tuple[str, str, str | None, str | None], tuple[int, int | None]] = {}
+        self._targets: dict[tuple[str, str | None], TargetStatus] = {}
         self.closed = False
 
     def listen(self, listener: Callable[[Event], None]) -> None:
@@ -49,6 +56,26 @@ class EventHub:
     def emit(self, event: Event) -> None:
         if self.closed:
             return
+        if isinstance(event, Progress):
+            key = (event.task, event.label, event.target, event.region)
+            if self._progress.get(key) == (event.done, event.total):
+                return
+            self._progress[key] = (event.done, event.total)
+        elif isinstance(event, TargetStatus):
+            self._targets[(event.run_output_name, event.region)] = event
+        elif isinstance(event, RunFinished) and event.run_state in ("Canceled", "Failed"):
+            self._settle_targets(event)
+        self._deliver(event)
+
+    def _settle_targets(self, finished: RunFinished) -> None:
+        """Give every target and region still ``Running`` its final state before the run's end is announced."""
+        state = "Canceled" if finished.run_state == "Canceled" else "Failed"
+        message = "cancelled" if state == "Canceled" else "the run ended before this finished"
+        for last in list(self._targets.values()):
+            if last.state == "Running":
+                self.emit(last.model_copy(update={"state": state, "message": message, "time": finished.time}))
+
+    def _deliver(self, event: Event) -> None:
         if len(self._history) < HISTORY_LIMIT:
             self._history.append(event)
         for listener in self._listeners:

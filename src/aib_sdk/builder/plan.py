@@ -15,7 +15,7 @@ import anyio
 from pydantic import BaseModel
 
 from aib_sdk.config import Config
-from aib_sdk.errors import UsageError
+from aib_sdk.errors import MissingParamsError, UsageError
 from aib_sdk.models.loader import LoadedTemplate, Unresolved, load_template, read_json_file
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
@@ -90,14 +90,6 @@ class Plan:
     def on_validation_error(self) -> str:
         handling = self.loaded.properties.error_handling
         return handling.on_validation_error if handling else "cleanup"
-
-
-class MissingParamsError(UsageError):
-    """A run needs parameters the caller did not give; ``names`` lists every one of them."""
-
-    def __init__(self, message: str, names: list[str]) -> None:
-        super().__init__(message)
-        self.names = names
 
 
 def missing_params_error(unresolved: list[Unresolved]) -> MissingParamsError:
