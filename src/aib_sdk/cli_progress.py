@@ -39,6 +39,13 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _amount(ev: Progress) -> str:
+    """``1.5/4.0 GiB``, or ``1/4 steps`` for an operation counted in steps."""
+    if ev.unit == "steps":
+        return f"{ev.done}/{ev.total or '?'} steps"
+    return f"{_size(ev.done)}/{_size(ev.total)}" if ev.total else _size(ev.done)
+
+
 def _progress_key(ev: Progress) -> tuple[str, str, str | None, str | None]:
     return (ev.task, ev.label, ev.target, ev.region)
 
@@ -115,6 +122,8 @@ class PlainDisplay:
 
     def _render_progress(self, ev: Progress) -> str | None:
         key = _progress_key(ev)
+        if ev.unit == "steps":
+            return f"    {_progress_name(ev)}: {ev.done} of {ev.total or '?'} steps done"
         if ev.total:
             quarter = min(4, int(4 * ev.done / ev.total))
             if self._quarters.get(key, -1) >= quarter:
@@ -136,7 +145,7 @@ class RichDisplay:
 
     def __init__(self, stream: TextIO, *, log_lines: int = 8) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
 
         self.console = Console(file=stream, stderr=True, highlight=False)
@@ -144,7 +153,7 @@ class RichDisplay:
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.percentage:>5.1f}%"),
-            DownloadColumn(binary_units=True),
+            TextColumn("{task.fields[amount]}"),
             TimeRemainingColumn(),
             console=self.console,
         )
@@ -215,9 +224,9 @@ class RichDisplay:
             key = _progress_key(ev)
             task = self._tasks.get(key)
             if task is None:
-                task = self.bars.add_task(_progress_name(ev), total=ev.total)
+                task = self.bars.add_task(_progress_name(ev), total=ev.total, amount="")
                 self._tasks[key] = task
-            self.bars.update(task, completed=ev.done, total=ev.total)
+            self.bars.update(task, completed=ev.done, total=ev.total, amount=_amount(ev))
         elif isinstance(ev, TargetStatus):
             if ev.state != "Running":
                 where = ev.run_output_name + (f" [{ev.region}]" if ev.region else "")

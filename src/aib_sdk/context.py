@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from aib_sdk.config import Config
 from aib_sdk.events import EventSink, LogLine, Progress, StepPhase, WarningEvent
@@ -94,8 +94,9 @@ class RunContext:
         *,
         target: str | None = None,
         region: str | None = None,
+        unit: Literal["bytes", "steps"] = "bytes",
     ) -> None:
-        self.emit(Progress(task=task, label=label, done=done, total=total, target=target, region=region))
+        self.emit(Progress(task=task, label=label, done=done, total=total, target=target, region=region, unit=unit))
 
     async def fetch(self, uri: str, sha256: str | None = None, *, label: str | None = None) -> Path:
         return await self.fetcher.fetch(uri, sha256, label=label)

@@ -87,7 +87,8 @@ def format_event(event: Event) -> list[str]:
             if event.total is not None and event.done >= event.total:
                 where = f" {event.target}" if event.target else ""
                 where += f" [{event.region}]" if event.region else ""
-                return [f"{event.task}{where}: {event.label}: {event.done} bytes done"]
+                amount = f"{event.done} of {event.total} steps" if event.unit == "steps" else f"{event.done} bytes"
+                return [f"{event.task}{where}: {event.label}: {amount} done"]
             return []
         case TargetStatus():
             region = f" [{event.region}]" if event.region else ""

@@ -73,7 +73,10 @@ class LogLine(_Event):
 
 
 class Progress(_Event):
-    """Bytes moved by a long operation: ``task`` is download, convert, upload, replicate, copy …"""
+    """How far a long operation got: ``task`` is download, convert, upload, replicate, copy …
+
+    ``done``/``total`` count bytes, or the operation's steps when ``unit`` is ``"steps"`` (a bootstrap's phases).
+    """
 
     kind: Literal["progress"] = "progress"
     task: str
@@ -82,6 +85,7 @@ class Progress(_Event):
     total: int | None = None
     target: str | None = None
     region: str | None = None
+    unit: Literal["bytes", "steps"] = "bytes"
 
     @property
     def percent(self) -> float | None:

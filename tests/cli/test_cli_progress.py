@@ -81,3 +81,19 @@ def test_make_display_modes() -> None:
     assert isinstance(make_display(stream, "auto"), PlainDisplay)  # not a terminal
     assert isinstance(make_display(stream, "plain"), PlainDisplay)
     assert isinstance(make_display(stream, "rich"), RichDisplay)
+
+
+def test_progress_counted_in_steps_is_not_shown_as_bytes() -> None:
+    steps = [Progress(task="debian-bootstrap", label="Debian 12", done=d, total=4, unit="steps") for d in range(5)]
+    stream = io.StringIO()
+    display = PlainDisplay(stream)
+    for ev in steps:
+        display(ev)
+    lines = stream.getvalue().splitlines()
+    assert lines[1] == "    debian-bootstrap Debian 12: 1 of 4 steps done"
+    assert not any(" B" in line for line in lines)
+    with RichDisplay(io.StringIO()) as rich:
+        rich(steps[1])
+        assert rich.bars.tasks[0].fields["amount"] == "1/4 steps"
+        rich(Progress(task="upload", label="a.vhd", done=1536, total=4096))
+        assert rich.bars.tasks[1].fields["amount"] == "1.5 KiB/4.0 KiB"

@@ -61,7 +61,8 @@ async def test_bootstrap_builds_a_bios_grub_disk_and_caches_it(tmp_path: Path, c
     assert image.path.is_relative_to(cache / "debian")
     logs = [e for e in events.of_kind(LogLine) if e.source == "debian-bootstrap"]
     assert any(line.line.startswith("I: Base system installed successfully") for line in logs)
-    assert any(p.task == "debian-bootstrap" and p.label == "done" for p in events.of_kind(Progress))
+    steps = [p for p in events.of_kind(Progress) if p.task == "debian-bootstrap"]
+    assert steps and all(p.unit == "steps" for p in steps) and (steps[-1].done, steps[-1].total) == (4, 4)
     assert not list((cache / "debian").glob(".work-*"))  # the work tree is gone
 
     raw = tmp_path / "disk.raw"

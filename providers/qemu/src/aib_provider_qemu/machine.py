@@ -110,7 +110,14 @@ class QemuMachine:
                     await self.communicator.connect(timeout=min(5.0 + 2.0 * attempt, 20.0))
                     return
                 except HostKeyMismatch as exc:
-                    raise BuildHostError(f"{exc}{self.tail_text()}") from exc
+                    hint = ""
+                    if self.image.access == "cloud-init":
+                        hint = (
+                            ". The guest did not take the cloud-init seed that gives it this build's host key: "
+                            'if the image reads no seed, set "access": "static" on its DiskImage source and give '
+                            "the qemu provider's ssh_user, ssh_private_key and ssh_host_key"
+                        )
+                    raise BuildHostError(f"{exc}{hint}{self.tail_text()}") from exc
                 except CommunicatorError:
                     await anyio.sleep(0.5)
         raise BuildHostError(f"the build VM did not become reachable over SSH within {timeout:.0f}s{self.tail_text()}")

@@ -160,8 +160,10 @@ async def download_image(url: str, sha256: str, ctx: RunContext, *, label: str |
 
 
 def image_access(spec_access: str | None, config: Config) -> Literal["cloud-init", "static"]:
-    """How the guest takes the build key: the spec's ``access``, else ``[qemu] access``, else cloud-init."""
-    value = spec_access or config.get(PROVIDER, "access") or "cloud-init"
+    """How the guest takes the build key: the spec's ``access``, else ``[qemu] access``; else ``static`` when the
+    static-access settings (``ssh_user`` and ``ssh_private_key``) are given, else cloud-init."""
+    static_settings = bool(config.get(PROVIDER, "ssh_user") and config.get(PROVIDER, "ssh_private_key"))
+    value = spec_access or config.get(PROVIDER, "access") or ("static" if static_settings else "cloud-init")
     if value not in ("cloud-init", "static"):
         raise UsageError(f"[qemu] access must be 'cloud-init' or 'static', not {value!r}")
     return "static" if value == "static" else "cloud-init"
@@ -211,8 +213,15 @@ class UrlDiskSource(SourceBase[DiskImageSource]):
             initrd=initrd,
             kernel_args=spec.kernel_args,
             disk_interface=spec.disk_interface,
-            access=image_access(spec.access, ctx.config),
+            access=self._access(spec, ctx),
         )
+
+    @staticmethod
+    def _access(spec: DiskImageSource, ctx: RunContext) -> Literal["cloud-init", "static"]:
+        access = image_access(spec.access, ctx.config)
+        if access == "static" and not spec.access and not ctx.config.get(PROVIDER, "access"):
+            ctx.log("source", 'DiskImage: access "static" (the ssh_user and ssh_private_key settings are given)')
+        return access
 
     @staticmethod
     async def _boot_file(uri: str | None, what: str, base: Path | None) -> Path | None:

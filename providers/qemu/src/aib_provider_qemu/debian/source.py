@@ -226,7 +226,14 @@ class DebianPlatformSource(SourceBase[PlatformImageSource]):
         try:
             await anyio.Path(work).mkdir(parents=True)
             log(f"bootstrapping Debian {rootfs.SUITE} {exact} from {source_mirror} ({len(rootfs.PACKAGES)} packages)")
-            ctx.progress("debian-bootstrap", "debootstrap", 0, 4)
+            label = f"Debian {offer.sku}"
+
+            def phase(done: int, what: str) -> None:
+                ctx.progress("debian-bootstrap", label, done, 4, unit="steps")
+                if what:
+                    log(f"step {done + 1} of 4: {what}")
+
+            phase(0, "debootstrap")
             await rootfs.debootstrap(tree, source_mirror, root / "debs", log)
             actual = await anyio.to_thread.run_sync(rootfs.bootstrapped_version, tree) or exact
             if actual != exact:
@@ -235,14 +242,15 @@ class DebianPlatformSource(SourceBase[PlatformImageSource]):
             fs_uuid = str(uuid.uuid4())
             await anyio.to_thread.run_sync(rootfs.configure, tree, fs_uuid)
             await anyio.to_thread.run_sync(disk.install_grub_files, tree, fs_uuid, rootfs.KERNEL_ARGS, offer.firmware)
-            ctx.progress("debian-bootstrap", "disk", 1, 4)
+            phase(1, "make the disk")
             make = disk.make_bios_disk if offer.firmware == "bios" else disk.make_uefi_disk
             await make(tree, raw, DISK_SIZE, fs_uuid, log)
             await remove_tree(tree)
-            ctx.progress("debian-bootstrap", "compress", 2, 4)
+            phase(2, "compress")
             staged = work / "out"
             await anyio.Path(staged).mkdir()
             await disks.convert(raw, "raw", staged / "disk.qcow2", "qcow2", compression="zstd")
+            phase(3, "checksum and record")
             digest = await disks.sha256_file(staged / "disk.qcow2")
             attributes = {"firmware": offer.firmware, "mirror": source_mirror, "fsUuid": fs_uuid}
             if offer.firmware == "uefi":
@@ -262,7 +270,7 @@ class DebianPlatformSource(SourceBase[PlatformImageSource]):
             final = root / key
             await remove_tree(final)
             await anyio.Path(staged).rename(final)
-            ctx.progress("debian-bootstrap", "done", 4, 4)
+            phase(4, "")
             log(f"built Debian {exact} ({offer.sku}) in {time.monotonic() - started:.1f} s: {final / 'disk.qcow2'}")
         finally:
             with cleanup_scope(300):
