@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,3 +61,29 @@ class BuildOptions:
     http_transport: httpx.AsyncBaseTransport | None = None
     base_directory: Path | None = None
     """Directory that relative paths in the template (scripts, files) are resolved against."""
+
+
+_OVERRIDES: ContextVar[tuple[tuple[str, Any], ...]] = ContextVar("aib_build_option_overrides", default=())
+
+
+@contextmanager
+def override_options(**fields: Any) -> Iterator[None]:
+    """Inside the block, every Builder takes these :class:`BuildOptions` fields over its own (for tests, as
+    pydantic-ai's ``Agent.override``): ``with override_options(plugins=pm, build_host="fake"): main(["build", …])``.
+
+    Blocks nest (the inner one wins per field); the override follows the context into tasks started inside it.
+    """
+    unknown = set(fields) - {f.name for f in dataclasses.fields(BuildOptions)}
+    if unknown:
+        raise TypeError(f"not BuildOptions fields: {', '.join(sorted(unknown))}")
+    token = _OVERRIDES.set(tuple({**dict(_OVERRIDES.get()), **fields}.items()))
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
+
+
+def with_overrides(options: BuildOptions) -> BuildOptions:
+    """``options`` with the fields of the innermost :func:`override_options` block applied (a copy)."""
+    overrides = dict(_OVERRIDES.get())
+    return dataclasses.replace(options, **overrides) if overrides else options

@@ -25,7 +25,7 @@ from aib_sdk.errors import UsageError
 from aib_sdk.eventlog import write_log
 from aib_sdk.events import Event, StepFinished, Warning
 from aib_sdk.fetch import UriFetcher
-from aib_sdk.options import BuildOptions
+from aib_sdk.options import BuildOptions, with_overrides
 from aib_sdk.result import BuildResult
 from aib_sdk.runtime import cleanup_scope
 from aib_sdk.staging import create_staging, new_run_id, remove_work, write_record, write_template
@@ -43,7 +43,7 @@ class Builder:
 
     def __init__(self, template: TemplateInput, *, options: BuildOptions | None = None) -> None:
         self.template = template
-        self.options = options or BuildOptions()
+        self.options = with_overrides(options or BuildOptions())
         self._hub = EventHub(self.options.on_event)
         self._execution: Execution | None = None
         self._cancel_requested = False

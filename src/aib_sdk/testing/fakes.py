@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,14 +107,27 @@ def make_run_context(
 # The world: what the fakes recorded, and how tests ask them to behave ----------------------------------------
 
 
+CommandCallback = Callable[[str], "CommandResult | None"]
+
+
 @dataclass
 class CommandRule:
-    """Commands matching ``pattern`` (a regular expression, searched) fail or hang."""
+    """What commands matching ``pattern`` (a regular expression, searched) do: print and exit, hang, or call back.
+
+    ``output`` goes to stdout when ``exit_code`` is 0, else to stderr (``fail_command``); ``stdout``/``stderr``
+    are printed as given (``on_command``). ``callback(command)`` may return the whole :class:`CommandResult`.
+    A ``required`` rule that never matched fails the test at teardown (:meth:`FakeWorld.check_rules`).
+    """
 
     pattern: str
     exit_code: int = 1
     output: str = ""
     hang: bool = False
+    stdout: str | None = None
+    stderr: str = ""
+    callback: CommandCallback | None = None
+    required: bool = False
+    matched: int = 0
 
     def matches(self, command: str) -> bool:
         return re.search(self.pattern, command) is not None
@@ -149,6 +162,31 @@ class FakeWorld:
     def fail_command(self, pattern: str, *, exit_code: int = 1, output: str = "") -> None:
         """Commands matching ``pattern`` (regex) print ``output`` and exit with ``exit_code``."""
         self.command_rules.append(CommandRule(pattern, exit_code, output))
+
+    def on_command(
+        self,
+        pattern: str,
+        *,
+        stdout: str = "",
+        stderr: str = "",
+        exit_code: int = 0,
+        callback: CommandCallback | None = None,
+        required: bool = True,
+    ) -> CommandRule:
+        """Commands matching ``pattern`` (regex, searched; the first rule that matches wins) print ``stdout`` and
+        ``stderr`` and exit with ``exit_code``, or answer with ``callback(command)``. Unless ``required=False``,
+        a rule that never matched fails the test at teardown (the ``aib_fakes`` fixture checks)."""
+        rule = CommandRule(
+            pattern, exit_code, hang=False, stdout=stdout, stderr=stderr, callback=callback, required=required
+        )
+        self.command_rules.append(rule)
+        return rule
+
+    def check_rules(self) -> None:
+        """Raise ``AssertionError`` naming every required command rule that no command matched."""
+        unused = [r.pattern for r in self.command_rules if r.required and not r.matched]
+        if unused:
+            raise AssertionError(f"command rules never matched by any command: {unused}")
 
     def hang_command(self, pattern: str) -> None:
         """Commands matching ``pattern`` (regex) never finish (until their timeout or cancellation)."""
@@ -203,6 +241,21 @@ class FakeCommunicator:
         self.commands.append(command)
         await anyio.lowlevel.checkpoint()
         rule = next((r for r in self.world.command_rules if r.matches(command)), None)
+        if rule is not None:
+            rule.matched += 1
+            answer = rule.callback(command) if rule.callback is not None else None
+            if answer is not None:
+                for stream, text in (("stdout", answer.stdout), ("stderr", answer.stderr)):
+                    for line in text.splitlines():
+                        if on_output is not None:
+                            on_output(stream, line)
+                return answer
+            if rule.stdout is not None:
+                for stream, text in (("stdout", rule.stdout), ("stderr", rule.stderr)):
+                    for line in text.splitlines():
+                        if on_output is not None:
+                            on_output(stream, line)
+                return CommandResult(rule.exit_code, rule.stdout, rule.stderr)
         if rule is not None and rule.hang:
             with anyio.move_on_after(timeout) as scope:
                 await anyio.sleep_forever()
