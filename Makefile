@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROVIDERS := $(sort $(dir $(wildcard providers/*/pyproject.toml)))
+EXAMPLE_PROVIDERS := $(sort $(dir $(wildcard examples/*/pyproject.toml)))
 STAMP := $(VENV)/.setup-stamp
 SYSTEM_STAMP := .venv/.system-stamp
 
@@ -15,10 +16,10 @@ $(SYSTEM_STAMP): ci/apt-packages.txt $(wildcard providers/*/apt-packages*.txt) $
 
 system-deps: $(SYSTEM_STAMP)
 
-$(STAMP): pyproject.toml $(wildcard providers/*/pyproject.toml) $(SYSTEM_STAMP)
+$(STAMP): pyproject.toml $(wildcard providers/*/pyproject.toml) $(wildcard examples/*/pyproject.toml) $(SYSTEM_STAMP)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' $(foreach p,$(PROVIDERS),-e '$(p:/=)[test]')
+	$(BIN)/python -m pip install -q -e '.[dev]' $(foreach p,$(PROVIDERS),-e '$(p:/=)[test]') $(foreach p,$(EXAMPLE_PROVIDERS),-e '$(p:/=)')
 	touch $@
 
 setup: $(STAMP)
