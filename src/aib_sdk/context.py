@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from aib_sdk.config import Config
-from aib_sdk.events import EventSink, LogLine, Progress, StepPhase, WarningEvent
+from aib_sdk.events import EventSink, LogLine, Progress, StepPhase, TargetState, TargetStatus, WarningEvent
 from aib_sdk.options import BuildOptions
 
 if TYPE_CHECKING:
@@ -81,6 +81,30 @@ class RunContext:
 
     def warn(self, message: str) -> None:
         self.emit(WarningEvent(message=message))
+
+    def target_status(
+        self,
+        run_output_name: str,
+        type_name: str,
+        state: TargetState,
+        *,
+        region: str | None = None,
+        message: str = "",
+        artifact_id: str | None = None,
+        artifact_uri: str | None = None,
+    ) -> None:
+        """Emit a :class:`~aib_sdk.events.TargetStatus` for a target (``region`` None) or one of its regions."""
+        self.emit(
+            TargetStatus(
+                run_output_name=run_output_name,
+                type=type_name,
+                region=region,
+                state=state,
+                message=message,
+                artifact_id=artifact_id,
+                artifact_uri=artifact_uri,
+            )
+        )
 
     def log(self, source: str, line: str, stream: str = "info") -> None:
         self.emit(LogLine(source=source, line=line, stream=stream))

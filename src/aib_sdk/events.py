@@ -92,6 +92,9 @@ class Progress(_Event):
         return None if not self.total else 100.0 * self.done / self.total
 
 
+TargetState = Literal["Running", "Succeeded", "Failed", "Canceled"]
+
+
 class TargetStatus(_Event):
     """A distribution target (``region`` None) or one of its regions changed state."""
 
@@ -99,7 +102,7 @@ class TargetStatus(_Event):
     run_output_name: str
     type: str
     region: str | None = None
-    state: Literal["Running", "Succeeded", "Failed", "Canceled"]
+    state: TargetState
     message: str = ""
     artifact_id: str | None = None
     artifact_uri: str | None = None

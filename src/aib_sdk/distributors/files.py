@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -46,7 +46,8 @@ def _destination(uri: str) -> Path:
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (fsync of the folder itself; blocking: use a thread)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -71,7 +72,7 @@ async def publish_file(source: Path, destination: Path, ctx: RunContext, *, targ
     try:
         await disks.copy_sparse(source, tmp, on_progress=progress)
         await anyio.Path(tmp).rename(destination)
-        await anyio.to_thread.run_sync(_fsync_dir, folder)
+        await anyio.to_thread.run_sync(fsync_dir, folder)
     except BaseException as exc:
         with cleanup_scope(30):
             await anyio.Path(tmp).unlink(missing_ok=True)
@@ -85,8 +86,6 @@ class DiskFileDistributor(DistributorBase[specs.DiskFileDistributor]):
 
     ``format: vpc`` writes a dynamic VHD (use AIB's ``VHD`` type for Azure's fixed VHD).
     """
-
-    type_name: ClassVar[str] = "DiskFile"
 
     @classmethod
     def accepts(cls, spec: specs.DiskFileDistributor, config: Config) -> bool:
@@ -112,8 +111,6 @@ class LocalVhdDistributor(DistributorBase[specs.VhdDistributor]):
 
     With no ``uri`` the VHD goes to ``<run staging directory>/<runOutputName>.vhd``.
     """
-
-    type_name: ClassVar[str] = "VHD"
 
     @classmethod
     def accepts(cls, spec: specs.VhdDistributor, config: Config) -> bool:

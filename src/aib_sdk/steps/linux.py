@@ -83,7 +83,6 @@ async def _run_script(step: StepContext, local: Path, remote: str) -> None:
 class ShellStep(CustomizerBase[ShellCustomizer]):
     """AIB's ``Shell`` customizer and in-VM validator."""
 
-    type_name: ClassVar[str] = "Shell"
     validator_model: ClassVar[type[BaseModel] | None] = ShellCustomizer
 
     async def run(self, spec: ShellCustomizer, step: StepContext) -> None:
@@ -102,7 +101,6 @@ class ShellStep(CustomizerBase[ShellCustomizer]):
 class FileStep(CustomizerBase[FileCustomizer]):
     """AIB's ``File`` customizer (and validator): download ``sourceUri`` to ``destination`` on the guest."""
 
-    type_name: ClassVar[str] = "File"
     validator_model: ClassVar[type[BaseModel] | None] = FileCustomizer
 
     async def run(self, spec: FileCustomizer, step: StepContext) -> None:
@@ -145,7 +143,6 @@ class DeprovisionSpec(AibModel):
 class LinuxDeprovision(CustomizerBase[DeprovisionSpec]):
     """Generalizes the guest before capture (AIB's deprovisioning for Linux)."""
 
-    type_name: ClassVar[str] = "Deprovision"
     hidden = True
     os_types = ("Linux",)
 

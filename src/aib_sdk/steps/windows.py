@@ -157,7 +157,6 @@ async def run_elevated(step: StepContext, script: str, *, system: bool) -> int:
 class PowerShellStep(CustomizerBase[PowerShellCustomizer]):
     """AIB's ``PowerShell`` customizer and validator: inline lines or a ``scriptUri``, optionally elevated."""
 
-    type_name: ClassVar[str] = "PowerShell"
     validator_model: ClassVar[type[BaseModel] | None] = PowerShellCustomizer
     os_types = ("Windows",)
 
@@ -228,7 +227,6 @@ async def restart(
 class WindowsRestartStep(CustomizerBase[WindowsRestartCustomizer]):
     """AIB's ``WindowsRestart``: run ``restartCommand``, then wait for a new boot and ``restartCheckCommand``."""
 
-    type_name: ClassVar[str] = "WindowsRestart"
     os_types = ("Windows",)
 
     async def run(self, spec: WindowsRestartCustomizer, step: StepContext) -> None:
@@ -294,7 +292,6 @@ def windows_update_script(search_criteria: str, filters: list[tuple[bool, str]],
 class WindowsUpdateStep(CustomizerBase[WindowsUpdateCustomizer]):
     """AIB's ``WindowsUpdate`` (after rgl/packer-plugin-windows-update): install, restart, repeat until done."""
 
-    type_name: ClassVar[str] = "WindowsUpdate"
     os_types = ("Windows",)
     restart_timeout: ClassVar[float] = 4 * 3600.0
 
@@ -363,7 +360,6 @@ def deprovision_script() -> str:
 class WindowsDeprovisionStep(CustomizerBase[WindowsDeprovisionSpec]):
     """Generalizes a Windows image with Sysprep (the Builder runs it last on Windows builds)."""
 
-    type_name: ClassVar[str] = "WindowsDeprovision"
     hidden = True
     os_types = ("Windows",)
 

@@ -393,7 +393,6 @@ class FakeImageSpec(AibModel):
 class FakeSource(SourceBase[FakeImageSpec]):
     """Resolves ``FakeImage`` into a tiny file in the cache (no real disk)."""
 
-    type_name: ClassVar[str] = "FakeImage"
     world: ClassVar[FakeWorld]
 
     async def resolve(self, spec: FakeImageSpec, ctx: RunContext) -> DiskImage:
@@ -425,7 +424,6 @@ class FakeStepSpec(StepSpec):
 class FakeStep(CustomizerBase[FakeStepSpec]):
     """Runs ``commands`` in order; a non-zero exit fails the step with the exit code and last log lines."""
 
-    type_name: ClassVar[str] = "FakeStep"
     validator_model: ClassVar[type[BaseModel] | None] = FakeStepSpec
 
     async def run(self, spec: FakeStepSpec, step: StepContext) -> None:
@@ -454,7 +452,6 @@ class FakeTargetSpec(DistributorSpec):
 class RecordingDistributor(DistributorBase[FakeTargetSpec]):
     """Records each publish; fails or is slow when the spec or the world says so."""
 
-    type_name: ClassVar[str] = "FakeTarget"
     world: ClassVar[FakeWorld]
 
     async def publish(self, artifact: Artifact, spec: FakeTargetSpec, ctx: RunContext) -> RunOutput:

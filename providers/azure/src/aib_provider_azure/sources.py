@@ -7,7 +7,7 @@ the written page ranges concurrently, then ``endGetAccess`` and deletes the disk
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any
 
 from aib_provider_azure.arm import COMPUTE_API, GALLERY_API, ArmClient
 from aib_provider_azure.distributors.common import safe_name
@@ -114,8 +114,6 @@ def _export_group(settings_section: dict[str, Any], default: str) -> str:
 class AzureManagedImageSource(SourceBase[ManagedImageSource]):
     """``ManagedImage`` with a non-local ``imageId``: exported through a temporary disk."""
 
-    type_name: ClassVar[str] = "ManagedImage"
-
     @classmethod
     def accepts(cls, spec: ManagedImageSource, config: Config) -> bool:
         return is_azure_arm_id(spec.image_id)
@@ -148,8 +146,6 @@ class AzureManagedImageSource(SourceBase[ManagedImageSource]):
 
 class AzureSharedImageVersionSource(SourceBase[SharedImageVersionSource]):
     """``SharedImageVersion`` with a non-local id; ``…/versions/latest`` resolves to the newest non-excluded one."""
-
-    type_name: ClassVar[str] = "SharedImageVersion"
 
     @classmethod
     def accepts(cls, spec: SharedImageVersionSource, config: Config) -> bool:
@@ -208,8 +204,6 @@ class AzurePlatformImageSource(SourceBase[PlatformImageSource]):
     Needs ``[azure] subscription_id``, ``location`` and ``export_resource_group``; publishers the qemu provider builds
     locally (Debian, aib-sdk) are left to it.
     """
-
-    type_name: ClassVar[str] = "PlatformImage"
 
     @classmethod
     def accepts(cls, spec: PlatformImageSource, config: Config) -> bool:

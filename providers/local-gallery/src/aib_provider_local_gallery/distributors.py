@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import ClassVar
 
 from anyio.to_thread import run_sync
 
@@ -147,8 +146,6 @@ def _check_fits(definition: DefinitionRecord, ref: GalleryImageRef, os_type: str
 class LocalSharedImageDistributor(DistributorBase[SharedImageDistributor]):
     """``SharedImage`` into the local gallery: a new image version replicated to each target region."""
 
-    type_name: ClassVar[str] = "SharedImage"
-
     @classmethod
     def accepts(cls, spec: SharedImageDistributor, config: Config) -> bool:
         return is_local_arm_id(spec.gallery_image_id)
@@ -230,8 +227,6 @@ class LocalSharedImageDistributor(DistributorBase[SharedImageDistributor]):
 
 class LocalManagedImageDistributor(DistributorBase[ManagedImageDistributor]):
     """``ManagedImage`` into the local gallery: one image stored in its ``location``."""
-
-    type_name: ClassVar[str] = "ManagedImage"
 
     @classmethod
     def accepts(cls, spec: ManagedImageDistributor, config: Config) -> bool:

@@ -17,7 +17,7 @@ from aib_provider_local_gallery.store import DISK_NAME, Claim, GalleryStore
 from aib_sdk.artifacts import Artifact
 from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError
-from aib_sdk.events import TargetStatus
+from aib_sdk.events import TargetState
 from aib_sdk.runtime import cleanup_scope
 
 CLEANUP_TIMEOUT = 60.0
@@ -99,18 +99,9 @@ async def publish_image(
         claim: Claim = await run_sync(store.claim, ref, ctx.run_id, names)
     status: dict[str, str] = {}
 
-    def emit(region: str, state: str, message: str = "") -> None:
+    def emit(region: str, state: TargetState, message: str = "") -> None:
         status[region] = state
-        ctx.emit(
-            TargetStatus(
-                run_output_name=run_output_name,
-                type=type_name,
-                region=region,
-                state=state,
-                message=message,
-                artifact_id=ref.id,
-            )
-        )
+        ctx.target_status(run_output_name, type_name, state, region=region, message=message, artifact_id=ref.id)
 
     def progress(region: str, done: int, total: int) -> None:
         ctx.progress("replicate", f"{ref.id} → {region}", done, total, target=run_output_name, region=region)
@@ -173,7 +164,7 @@ async def publish_image(
         for name in names:
             if status.get(name) != "Failed":
                 failed_here = isinstance(exc, RegionError) and exc.region == name
-                state = "Failed" if failed_here or not cancelled else "Canceled"
+                state: TargetState = "Failed" if failed_here or not cancelled else "Canceled"
                 emit(name, state, str(exc) if failed_here or not cancelled else "cancelled")
         if isinstance(exc, OSError):
             raise DistributeError(f"publishing {ref.id}: {exc}") from exc

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 from anyio.to_thread import run_sync
 
@@ -71,8 +70,6 @@ async def resolve_gallery_version(ref: GalleryImageRef, config: Config) -> DiskI
 class LocalSharedImageVersionSource(SourceBase[SharedImageVersionSource]):
     """``SharedImageVersion`` with a local ``imageVersionId``."""
 
-    type_name: ClassVar[str] = "SharedImageVersion"
-
     @classmethod
     def accepts(cls, spec: SharedImageVersionSource, config: Config) -> bool:
         return is_local_arm_id(spec.image_version_id)
@@ -91,8 +88,6 @@ class LocalSharedImageVersionSource(SourceBase[SharedImageVersionSource]):
 
 class LocalManagedImageSource(SourceBase[ManagedImageSource]):
     """``ManagedImage`` with a local ``imageId``."""
-
-    type_name: ClassVar[str] = "ManagedImage"
 
     @classmethod
     def accepts(cls, spec: ManagedImageSource, config: Config) -> bool:

@@ -39,6 +39,7 @@ from aib_provider_local_gallery.ids import (
 from aib_provider_local_gallery.manifest import DefinitionRecord, GalleryRecord, ImageManifest
 from aib_provider_local_gallery.settings import GallerySettings
 from aib_provider_local_gallery.versioning import latest_of
+from aib_sdk.distributors.files import fsync_dir
 from aib_sdk.errors import ConflictError, UsageError
 
 MANIFEST = "manifest.json"
@@ -80,16 +81,8 @@ def _write_json_exclusive(path: Path, record: BaseModel, *, durable: bool = True
     finally:
         tmp.unlink(missing_ok=True)
     if durable:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

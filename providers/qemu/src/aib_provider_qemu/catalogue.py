@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -109,8 +109,6 @@ def unavailable(spec: PlatformImageSource) -> SourceError:
 
 class CataloguePlatformSource(SourceBase[PlatformImageSource]):
     """``PlatformImage`` of any publisher but Debian: the catalogue's image, or a clear error."""
-
-    type_name: ClassVar[str] = "PlatformImage"
 
     @classmethod
     def accepts(cls, spec: PlatformImageSource, config: Config) -> bool:

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config
@@ -22,8 +20,6 @@ PUBLISHER = "aib-sdk"
 
 class TinyGuestSource(SourceBase[PlatformImageSource]):
     """Resolves the tiny test guest (``PlatformImage`` publisher ``aib-sdk``)."""
-
-    type_name: ClassVar[str] = "PlatformImage"
 
     @classmethod
     def accepts(cls, spec: PlatformImageSource, config: Config) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path, PurePosixPath
-from typing import ClassVar, Literal
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -177,8 +177,6 @@ def template_directory(ctx: RunContext) -> Path | None:
 
 class UrlDiskSource(SourceBase[DiskImageSource]):
     """Resolves ``DiskImage`` sources: local files in place, http(s) images through the download cache."""
-
-    type_name: ClassVar[str] = "DiskImage"
 
     async def resolve(self, spec: DiskImageSource, ctx: RunContext) -> DiskImage:
         uri = apply_uri_map(spec.uri, ctx.options.uri_map)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import anyio
 
 from aib_provider_s3_vhd.locations import S3Location, is_s3_uri, parse_s3_uri
@@ -108,8 +106,6 @@ class S3VhdPublisher(DistributorBase[VhdDistributor]):
     The region and endpoint come from botocore's chain (``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``, profiles).
     """
 
-    type_name: ClassVar[str] = "VHD"
-
     @classmethod
     def accepts(cls, spec: VhdDistributor, config: Config) -> bool:
         return is_s3_uri(spec.uri)
@@ -133,8 +129,6 @@ class S3VhdPublisher(DistributorBase[VhdDistributor]):
 
 class S3ImagePublisher(DistributorBase[S3ImageDistributor]):
     """``S3Image``: the image in ``format`` under ``key`` in each region's bucket, all regions at once."""
-
-    type_name: ClassVar[str] = "S3Image"
 
     async def publish(self, artifact: Artifact, spec: S3ImageDistributor, ctx: RunContext) -> RunOutput:
         return await publish_image(

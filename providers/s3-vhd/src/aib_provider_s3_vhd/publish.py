@@ -25,7 +25,6 @@ from aib_provider_s3_vhd.settings import S3Settings
 from aib_provider_s3_vhd.transport import ClientPool, Endpoint, copy_domain, copy_unsupported, describe, with_retries
 from aib_sdk.context import RunContext
 from aib_sdk.errors import DistributeError
-from aib_sdk.events import TargetStatus
 from aib_sdk.runtime import cleanup_scope
 
 Outcome = Literal["uploaded", "copied", "skipped", "failed"]
@@ -103,15 +102,8 @@ class Publication:
     def _status(
         self, target: RegionTarget, state: Literal["Running", "Succeeded", "Failed", "Canceled"], message: str
     ) -> None:
-        self.ctx.emit(
-            TargetStatus(
-                run_output_name=self.name,
-                type=self.type_name,
-                region=target.label,
-                state=state,
-                message=message,
-                artifact_uri=target.location.uri,
-            )
+        self.ctx.target_status(
+            self.name, self.type_name, state, region=target.label, message=message, artifact_uri=target.location.uri
         )
 
     def _progress(self, task: str, target: RegionTarget) -> Callable[[int], None]:

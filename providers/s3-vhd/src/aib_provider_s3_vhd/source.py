@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import anyio
 
@@ -40,8 +40,6 @@ def _format_of(spec: S3ImageSource, key: str, metadata: dict[str, str]) -> DiskF
 
 class S3ImageResolver(SourceBase[S3ImageSource]):
     """Resolves ``{"type": "S3Image", "uri": "s3://…", "sha256Checksum": …}`` into a cached local disk."""
-
-    type_name: ClassVar[str] = "S3Image"
 
     async def resolve(self, spec: S3ImageSource, ctx: RunContext) -> DiskImage:
         settings = S3Settings.from_config(ctx.config)

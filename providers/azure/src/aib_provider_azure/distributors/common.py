@@ -6,7 +6,6 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
 
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings, BlobRef
@@ -15,36 +14,8 @@ from aib_sdk import disks
 from aib_sdk.artifacts import Artifact
 from aib_sdk.context import RunContext
 from aib_sdk.errors import UsageError
-from aib_sdk.events import TargetStatus
 from aib_sdk.protocols import ProgressHandler
 from aib_sdk.routing import ArmId
-
-TargetState = Literal["Running", "Succeeded", "Failed", "Canceled"]
-
-
-def status(
-    ctx: RunContext,
-    run_output_name: str,
-    type_name: str,
-    state: TargetState,
-    *,
-    region: str | None = None,
-    message: str = "",
-    artifact_id: str | None = None,
-    artifact_uri: str | None = None,
-) -> None:
-    """Emit a :class:`TargetStatus` for the target (``region`` None) or one of its regions."""
-    ctx.emit(
-        TargetStatus(
-            run_output_name=run_output_name,
-            type=type_name,
-            region=region,
-            state=state,
-            message=message,
-            artifact_id=artifact_id,
-            artifact_uri=artifact_uri,
-        )
-    )
 
 
 def upload_progress(ctx: RunContext, run_output_name: str, label: str) -> ProgressHandler:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from aib_provider_azure.arm import COMPUTE_API
 from aib_provider_azure.distributors.common import staged_vhd
@@ -36,8 +36,6 @@ def image_body(artifact: Artifact, location: str, blob_uri: str, tags: dict[str,
 
 class AzureManagedImage(DistributorBase[ManagedImageDistributor]):
     """Publishes a managed image at ``imageId`` (any non-local ARM id) in ``location``."""
-
-    type_name: ClassVar[str] = "ManagedImage"
 
     @classmethod
     def accepts(cls, spec: ManagedImageDistributor, config: Config) -> bool:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any
 
 from aib_provider_azure.arm import GALLERY_API, ArmClient, ArmError
-from aib_provider_azure.distributors.common import TargetState, staged_vhd, status, storage_account_id
+from aib_provider_azure.distributors.common import staged_vhd, storage_account_id
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings, BlobRef
 from aib_sdk.artifacts import Artifact, DiskImage, RunOutput
@@ -14,6 +14,7 @@ from aib_sdk.bases import DistributorBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, DistributeError, UsageError
+from aib_sdk.events import TargetState
 from aib_sdk.models.specs import LatestVersioning, SharedImageDistributor, SourceVersioning
 from aib_sdk.routing import ArmId, is_azure_arm_id, parse_arm_id
 from aib_sdk.runtime import cleanup_scope
@@ -110,8 +111,7 @@ class ReplicationWatcher:
                 self.ctx.progress("replicate", self.version_id, progress, 100, target=self.name, region=region)
             if self.states.get(region) != state:
                 self.states[region] = state
-                status(
-                    self.ctx,
+                self.ctx.target_status(
                     self.name,
                     "SharedImage",
                     _STATES.get(state.lower(), "Running"),
@@ -125,8 +125,6 @@ class ReplicationWatcher:
 
 class AzureSharedImage(DistributorBase[SharedImageDistributor]):
     """Publishes a gallery image version under ``galleryImageId`` and waits for replication to every region."""
-
-    type_name: ClassVar[str] = "SharedImage"
 
     @classmethod
     def accepts(cls, spec: SharedImageDistributor, config: Config) -> bool:

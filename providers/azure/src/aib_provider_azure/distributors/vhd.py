@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from aib_provider_azure.distributors.common import (
     fixed_vhd,
     metadata,
     region_progress,
     safe_name,
-    status,
     upload_progress,
 )
 from aib_provider_azure.replicate import replicate
@@ -30,8 +27,6 @@ class AzureVhd(DistributorBase[VhdDistributor]):
     Replicates to ``[azure] vhd_replication_regions`` through ``[azure.regions]``; ``artifactUri`` is the plain
     blob URI (no SAS).
     """
-
-    type_name: ClassVar[str] = "VHD"
 
     @classmethod
     def accepts(cls, spec: VhdDistributor, config: Config) -> bool:
@@ -75,7 +70,9 @@ class AzureVhd(DistributorBase[VhdDistributor]):
                     settings.vhd_replication_regions,
                     meta,
                     poll_interval=min(settings.poll_interval, 2.0),
-                    on_state=lambda region, state, msg: status(ctx, name, "VHD", state, region=region, message=msg),
+                    on_state=lambda region, state, msg: ctx.target_status(
+                        name, "VHD", state, region=region, message=msg
+                    ),
                     on_progress=region_progress(ctx, name, blob.url),
                 )
                 output.regions = result.uris

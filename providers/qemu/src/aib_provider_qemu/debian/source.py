@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -165,8 +165,6 @@ async def remove_tree(path: Path) -> None:
 
 class DebianPlatformSource(SourceBase[PlatformImageSource]):
     """Resolves ``PlatformImage`` specs of publisher ``Debian`` by bootstrapping Debian 12."""
-
-    type_name: ClassVar[str] = "PlatformImage"
 
     @classmethod
     def accepts(cls, spec: PlatformImageSource, config: Config) -> bool:
