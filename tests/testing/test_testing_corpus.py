@@ -41,7 +41,7 @@ def test_missing_corpus_skips_with_the_folder_named(checkout: Path) -> None:
 
 def test_missing_corpus_fails_under_ci(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="conformance corpus not found at .*shared/conformance"):
+    with pytest.raises(pytest.fail.Exception, match=r"conformance corpus not found at .*shared/conformance"):
         locate_corpus(checkout).require()
 
 

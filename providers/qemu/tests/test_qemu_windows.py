@@ -128,7 +128,7 @@ def ps_tokens_balance(script: str) -> None:
 def test_windows_command_line_forwards_winrm_on_loopback_with_an_e1000(tmp_path: Path) -> None:
     args = command_for(tmp_path, windows_image(tmp_path))
     joined = " ".join(args)
-    assert "user,restrict=on,model=e1000,hostfwd=tcp:127.0.0.1:45985-:5985" in joined
+    assert "user,model=e1000,hostfwd=tcp:127.0.0.1:45985-:5985" in joined
     assert ":22" not in joined and "virtio-net" not in joined
     assert args[args.index("-rtc") + 1].startswith("base=localtime")
     assert args[args.index("-machine") + 1] == "q35"
@@ -139,7 +139,7 @@ def test_windows_command_line_forwards_winrm_on_loopback_with_an_e1000(tmp_path:
 
 def test_windows_command_line_https_port_and_nic_override(tmp_path: Path) -> None:
     args = command_for(tmp_path, windows_image(tmp_path), guest_port=5986, nic_model="virtio-net-pci")
-    assert "user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:45985-:5986" in " ".join(args)
+    assert "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:45985-:5986" in " ".join(args)
 
 
 def test_linux_command_line_is_unchanged(tmp_path: Path) -> None:

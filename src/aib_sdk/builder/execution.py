@@ -77,6 +77,12 @@ def _step_name(spec: BaseModel, type_name: str, index: int) -> str:
     return name if isinstance(name, str) and name else f"{type_name}-{index + 1}"
 
 
+def vm_extra(props: Any) -> dict[str, Any]:
+    """What a build host may honour beyond the VmRequest fields: ``subnetId`` (vmProfile.vnetConfig)."""
+    vnet = props.vm_profile.vnet_config if props.vm_profile else None
+    return {"subnetId": vnet.subnet_id} if vnet is not None and vnet.subnet_id else {}
+
+
 class Execution:
     """The mutable state of one run and the phases that move it."""
 
@@ -210,6 +216,7 @@ class Execution:
             os_disk_size_gb=props.vm_profile.os_disk_size_gb if props.vm_profile else 0,
             data_disk_sizes_gb=tuple(d.size_gb for d in props.additional_data_disks or []),
             os_type=image.os_type,
+            extra=vm_extra(props),
         )
         if plan.source_validation_only:
             self.activity = f"starting the validation VM on {plan.host.name}"
