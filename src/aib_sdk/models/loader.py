@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aib_sdk.errors import Issue, TemplateError, UsageError
 from aib_sdk.models.arm import ArmContext, Opaque, is_expression, join_path
 from aib_sdk.models.issues import Loc, unknown_field_message
+from aib_sdk.models.local_support import local_warnings
 from aib_sdk.models.locate import Candidate, candidates, find_image_templates, select
 from aib_sdk.models.placeholders import fill_placeholders, is_unresolved, placeholder_names
 from aib_sdk.models.specs import NAME_PATTERN
@@ -53,10 +54,16 @@ USED_FIELDS = (
     "customize",
     "validate",
     "distribute",
+    "optimize",
+    "errorHandling",
     "buildTimeoutInMinutes",
     "vmProfile.vmSize",
     "vmProfile.osDiskSizeGB",
+    "vmProfile.vnetConfig.subnetId",
+    "additionalDataDisks",
 )
+# Recorded as given, never acted upon (so a placeholder there does not block a build): stagingResourceGroup,
+# managedResourceTags, identity, location, tags.
 
 
 @dataclass
@@ -87,7 +94,7 @@ class LoadedTemplate:
     digest: str = ""
 
     def unresolved_used(self) -> list[Unresolved]:
-        """The unresolved values in fields a local run uses (not identity, location, tags, vnetConfig …)."""
+        """The unresolved values in fields a local run uses (not identity, location, tags, proxyVmSize …)."""
         out = []
         for item in self.unresolved:
             rel = _relative(item.path, self.path_prefix)
@@ -242,6 +249,7 @@ def _load(
     unresolved: list[Unresolved] = []
     _collect_unresolved(envelope if not cand.bare else props, cand.resource_path, opaque, unresolved)
     warnings += [_warning_for(item) for item in unresolved]
+    warnings += local_warnings(None if cand.bare else envelope, props, resource=cand.resource_path, prefix=prefix)
 
     unresolved_paths: set[Loc] = set()
     for item in unresolved:
