@@ -181,6 +181,7 @@ def _record(
         "steps": steps,
         "warnings": warnings,
         "keptVm": execution.kept_vm,
+        "optimization": execution.optimization or None,
         **(group or {}),
     }
     return data
