@@ -52,10 +52,20 @@ async def host_server() -> AsyncIterator[HostServer]:
         tg.cancel_scope.cancel()
 
 
-async def build(tmp_path: Path, cache: Path, qemu: dict[str, Any], lines: list[str], **props: Any) -> BuildResult:
+PROXY_NAMES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "AIB_QEMU_NETWORK")
+
+
+async def build(
+    tmp_path: Path,
+    cache: Path,
+    qemu: dict[str, Any],
+    lines: list[str],
+    env_extra: dict[str, str] | None = None,
+    **props: Any,
+) -> BuildResult:
     recorder = EventRecorder()
-    env = dict(os.environ, AIB_HOME=str(tmp_path / "home"), AIB_CACHE=str(cache))
-    env.pop("AIB_QEMU_NETWORK", None)
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_NAMES}
+    env.update(AIB_HOME=str(tmp_path / "home"), AIB_CACHE=str(cache), **(env_extra or {}))
     plugins = PluginManager(entry_points=False, plugins=[qemu_hooks])
     options = BuildOptions(
         config=Config({"qemu": qemu}, env), plugins=plugins, build_host="qemu", on_event=recorder, timeout=600
@@ -85,16 +95,23 @@ async def test_nat_reaches_the_host_and_restrict_keeps_the_build_offline(
     tmp_path: Path, tiny_guest_source: dict[str, str], tiny_guest_cache: Path, host_server: HostServer
 ) -> None:
     url = f"http://10.0.2.2:{host_server.port}/probe"
-    nat = await build(tmp_path / "nat", tiny_guest_cache, {}, probe(url), source=tiny_guest_source)
+    show_proxy = 'echo "proxy=${http_proxy:-none}"'
+    nat = await build(tmp_path / "nat", tiny_guest_cache, {}, [show_proxy, *probe(url)], source=tiny_guest_source)
     assert nat.run_state == "Succeeded", nat.last_run_status.message
-    assert nat.log[-2:] == ["hello-from-host", "REACHED"]  # type: ignore[attr-defined]
+    assert nat.log == ["proxy=none", "hello-from-host", "REACHED"]  # type: ignore[attr-defined]
     assert host_server.hits == 1
 
+    # restrict keeps the build offline; offer_proxy hands the host's proxy variables to the steps' sessions
     offline = await build(
-        tmp_path / "restrict", tiny_guest_cache, {"network": "restrict"}, probe(url), source=tiny_guest_source
+        tmp_path / "restrict",
+        tiny_guest_cache,
+        {"network": "restrict", "offer_proxy": True},
+        [show_proxy, *probe(url)],
+        env_extra={"http_proxy": "http://proxy.invalid:3128"},
+        source=tiny_guest_source,
     )
     assert offline.run_state == "Succeeded", offline.last_run_status.message
-    assert offline.log[-1:] == ["OFFLINE"]  # type: ignore[attr-defined]
+    assert offline.log == ["proxy=http://proxy.invalid:3128", "OFFLINE"]  # type: ignore[attr-defined]
     assert host_server.hits == 1  # nothing arrived from the restricted guest
 
 
