@@ -125,12 +125,15 @@ async def write_template(staging: Staging, properties: Mapping[str, Any]) -> Non
     await anyio.to_thread.run_sync(write)
 
 
-def resource_group_record(template_name: str, group: str | None, tags: Mapping[str, str] | None) -> dict[str, Any]:
+def resource_group_record(
+    template_name: str, group: str | None, tags: Mapping[str, str] | None, location: str | None = None
+) -> dict[str, Any]:
     """What the staging directory stands for, as AIB records its staging resource group: the asked
-    ``stagingResourceGroup`` (recorded; the directory is the local stand-in), and ``managedResourceTags`` plus
-    AIB's own default tags (``createdBy``, ``imageTemplateName``)."""
+    ``stagingResourceGroup`` (recorded; the directory is the local stand-in), the template's ``location``, and
+    ``managedResourceTags`` plus AIB's own default tags (``createdBy``, ``imageTemplateName``)."""
     return {
         "stagingResourceGroup": group or None,
+        "location": location,
         "managedResourceTags": {**(tags or {}), "createdBy": "aib-sdk", "imageTemplateName": template_name},
     }
 

@@ -22,6 +22,7 @@ async def test_unhonoured_properties_are_warning_events_and_tags_are_recorded(
     props["autoRun"] = {"state": "Enabled"}
     props["stagingResourceGroup"] = "/subscriptions/s/resourceGroups/aib-staging"
     props["managedResourceTags"] = {"team": "infra", "cost": "42"}
+    template["location"] = "westeurope"
     result, _ = await run_build(template)
     assert result.run_state == "Succeeded", result.last_run_status.message
     messages = [e.message for e in aib_events.of_kind(Warning)]
@@ -31,6 +32,7 @@ async def test_unhonoured_properties_are_warning_events_and_tags_are_recorded(
     group = json.loads((result.staging_directory / "resource-group.json").read_text())
     assert group == {
         "stagingResourceGroup": "/subscriptions/s/resourceGroups/aib-staging",
+        "location": "westeurope",
         "managedResourceTags": {"team": "infra", "cost": "42", "createdBy": "aib-sdk", "imageTemplateName": "tagged"},
         "exactStagingResourceGroup": str(result.staging_directory),
     }

@@ -92,7 +92,9 @@ class Builder:
         staging = self.staging = await create_staging(plan.config, plan.name, plan.digest, new_run_id())
         await write_template(staging, plan.loaded.raw_properties)
         props = plan.loaded.properties
-        group = resource_group_record(plan.name, props.staging_resource_group, props.managed_resource_tags)
+        group = resource_group_record(
+            plan.name, props.staging_resource_group, props.managed_resource_tags, plan.loaded.location
+        )
         await write_resource_group(staging, group)
         emit = self._hub.emit
         ctx = RunContext(

@@ -92,6 +92,8 @@ class LoadedTemplate:
     path_prefix: str = ""
     raw_properties: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
+    location: str | None = None
+    """The resource's ``location`` (recorded with the staging directory; the build itself runs on this host)."""
 
     def unresolved_used(self) -> list[Unresolved]:
         """The unresolved values in fields a local run uses (not identity, location, tags, proxyVmSize …)."""
@@ -267,6 +269,7 @@ def _load(
         raise TemplateError(issues, warnings=warnings)
 
     raw_name = envelope.get("name")
+    location = envelope.get("location")
     canonical = json.dumps(props, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return LoadedTemplate(
         properties=properties,
@@ -277,6 +280,7 @@ def _load(
         path_prefix=prefix,
         raw_properties=props,
         digest=hashlib.sha256(canonical.encode()).hexdigest(),
+        location=location if isinstance(location, str) and not is_unresolved(location) else None,
     )
 
 
