@@ -148,14 +148,16 @@ class LinuxDeprovision(CustomizerBase[DeprovisionSpec]):
 
     async def run(self, spec: DeprovisionSpec, step: StepContext) -> None:
         comm = step.communicator
+        whoami = await comm.run("id -u")
+        sudo = "" if whoami.ok and whoami.stdout.strip() == "0" else "sudo "  # a root login may have no sudo
         custom = await comm.run(f"cat {DEPROVISION_SCRIPT}")
         if custom.exit_code == 0:
             step.log(f"running the customized deprovisioning script {DEPROVISION_SCRIPT}:")
             for line in custom.stdout.splitlines():
                 step.log(f"  {line}")
-            await _run_checked(step, f"sudo sh {DEPROVISION_SCRIPT}", "the deprovisioning script")
+            await _run_checked(step, f"{sudo}sh {DEPROVISION_SCRIPT}", "the deprovisioning script")
             return
-        await _run_checked(step, f"sudo sh -c {shlex.quote(DEFAULT_DEPROVISION)}", "deprovisioning")
+        await _run_checked(step, f"{sudo}sh -c {shlex.quote(DEFAULT_DEPROVISION)}", "deprovisioning")
 
 
 STEPS: list[type[Customizer]] = [ShellStep, FileStep, LinuxDeprovision]
