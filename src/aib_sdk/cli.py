@@ -104,6 +104,11 @@ def build_parser(plugins: PluginManager | None = None) -> Parser:
         metavar="PREFIX=URI",
         help="fetch URIs starting with PREFIX from URI instead, e.g. file:///dir/ (repeatable)",
     )
+    p.add_argument(
+        "--context",
+        metavar="DIR",
+        help="the build context: local files the template names must lie under DIR (default: its folder)",
+    )
     p.add_argument("--timeout", metavar="DURATION", help="override buildTimeoutInMinutes: 90, 90s, 5m, 1h")
     p.add_argument("--resource", metavar="NAME", help="which image template of an ARM deployment to build")
     p.add_argument("--json", action="store_true", help="print only the run result as JSON on stdout")

@@ -56,6 +56,7 @@ async def make_options(args: argparse.Namespace, plugins: PluginManager, config:
         create_missing=args.create_missing,
         trust_on_first_use=args.trust_on_first_use,
         base_directory=template.absolute().parent,
+        context=Path(args.context).expanduser().absolute() if getattr(args, "context", None) else None,
     )
 
 
