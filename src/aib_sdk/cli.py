@@ -46,13 +46,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def out(text: str = "") -> None:
-    """Print a line on stdout (looked up at call time, so tests can capture it)."""
-    print(text, file=sys.stdout)
+    """Print a line on stdout (looked up at call time, so tests can capture it), redacted."""
+    from aib_sdk.redaction import redact_text
+
+    print(redact_text(text), file=sys.stdout)
 
 
 def err(text: str) -> None:
-    """Print a line on stderr."""
-    print(text, file=sys.stderr)
+    """Print a line on stderr, redacted (URL queries, known secrets)."""
+    from aib_sdk.redaction import redact_text
+
+    print(redact_text(text), file=sys.stderr)
 
 
 def issue_line(file: str, issue: Issue, *, warning: bool = False) -> str:

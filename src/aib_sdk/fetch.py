@@ -133,7 +133,8 @@ class UriFetcher:
 
     def _store(self, tmp: Path, digest: str, name: str) -> Path:
         final = self.inputs / digest / name
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp.chmod(0o600)  # AIB_HOME is private (its folders are 0700 already)
         tmp.replace(final)
         return final
 

@@ -15,13 +15,32 @@ FILE_MODE = 0o600
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) as 0700; an existing folder keeps its mode."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    """Create ``path`` and each missing parent as 0700; an existing folder keeps its mode."""
+    missing = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=DIR_MODE, exist_ok=True)
     return path
+
+
+def ensure_private_home(home: Path) -> Path:
+    """Create ``AIB_HOME`` as 0700, or narrow an existing one that others could enter (it is the SDK's own)."""
+    make_private_dir(home)
+    if home.stat().st_mode & 0o077:
+        home.chmod(DIR_MODE)
+    return home
 
 
 def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
     """``os.open`` with mode 0600 (a new file is never readable by others, not even for an instant)."""
+    return os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
+
+
+def private_opener(path: str, flags: int) -> int:
+    """An ``opener`` for :func:`open` creating files 0600."""
     return os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
 
 

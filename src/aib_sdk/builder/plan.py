@@ -22,6 +22,7 @@ from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.profiles import apply_profile_options
 from aib_sdk.protocols import BuildHost, Customizer, Distributor, Source
+from aib_sdk.redaction import register_config_secrets
 from aib_sdk.source_spec import parse_source
 from aib_sdk.trust import check_build_context
 
@@ -130,6 +131,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     if config is None:
         config = await anyio.to_thread.run_sync(Config.load)
     options, rewrite = apply_profile_options(options, config)
+    register_config_secrets(config.data, config.env)
     plugins = options.plugins or PluginManager()
     await anyio.to_thread.run_sync(lambda: plugins.registry)  # loads entry points off the event loop
     file: Path | None = None
