@@ -17,7 +17,7 @@ from aib_provider_s3_vhd.transport import ClientPool, Endpoint, describe, with_r
 from aib_sdk.artifacts import DiskFormat, DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
-from aib_sdk.disks import sha256_file
+from aib_sdk.disks import check_self_contained, sha256_file
 from aib_sdk.errors import ChecksumError, SourceError
 
 _FORMATS: dict[str, DiskFormat] = {
@@ -82,6 +82,7 @@ class S3ImageResolver:
         generation: Literal["V1", "V2"] = spec.hyper_v_generation or (
             "V2" if metadata.get("aib-hyper-v-generation") == "V2" else "V1"
         )
+        await check_self_contained(final, fmt, what=f"S3Image source {spec.uri}")
         return DiskImage(
             path=final,
             format=fmt,
