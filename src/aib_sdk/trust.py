@@ -20,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel
 
+from aib_sdk.config import Config
 from aib_sdk.errors import UsageError
 
 # Build context --------------------------------------------------------------------------------------------------
@@ -165,3 +167,74 @@ def record_output_file(home: Path, destination: Path, owner: str) -> None:
 def output_owner(template_name: str, run_output_name: str) -> str:
     """The identity of a target across runs: the template's name and the target's ``runOutputName``."""
     return f"{template_name}/{run_output_name}"
+
+
+# Endpoints ------------------------------------------------------------------------------------------------------
+
+AZURE_BLOB_SUFFIXES = (
+    ".blob.core.windows.net",  # public cloud
+    ".blob.core.usgovcloudapi.net",  # US Government
+    ".blob.core.chinacloudapi.cn",  # China (21Vianet)
+    ".blob.core.cloudapi.de",  # Germany (legacy)
+)
+_AWS_S3_HOST = re.compile(r"^(?:[a-z0-9.-]+\.)?s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
+TRUST_SETTING = '[trust] endpoints = ["<scheme>://<host>[:port]"] (or AIB_TRUST_ENDPOINTS)'
+
+
+class EndpointRefused(UsageError):
+    """A template named an endpoint that may not receive the operator's credentials."""
+
+
+def is_public_azure_blob_host(host: str) -> bool:
+    """``<account>.blob.core.windows.net`` or the blob host of another Azure cloud."""
+    return host.lower().endswith(AZURE_BLOB_SUFFIXES)
+
+
+def is_public_s3_host(host: str) -> bool:
+    """One of AWS's own S3 endpoints (``s3.amazonaws.com``, ``s3.<region>.amazonaws.com``, dual-stack, FIPS …)."""
+    return _AWS_S3_HOST.match(host.lower()) is not None
+
+
+def allowed_endpoints(config: Config) -> list[str]:
+    """The operator's explicit allow-list: ``[trust] endpoints`` (a list) or ``AIB_TRUST_ENDPOINTS`` (comma list)."""
+    value = config.get("trust", "endpoints")
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parsed = urlparse(url.strip())
+    scheme = parsed.scheme.lower()
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    return scheme, (parsed.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
+def check_endpoint(
+    url: str,
+    *,
+    configured: Iterable[str],
+    public: Callable[[str], bool],
+    what: str,
+    setting: str,
+) -> None:
+    """Refuse to send credentials to ``url`` unless the operator configured its origin or it is the provider's public
+    default over https (plain http only to an endpoint configured as such). The error names the host and the setting
+    that would allow it; it is raised before any request is made."""
+    scheme, host, port = origin = _origin(url)
+    if origin in {_origin(item) for item in configured if item}:
+        return
+    if scheme == "https" and host and public(host):
+        return
+    shown = f"{scheme}://{host}" + ("" if port in (80, 443) else f":{port}")
+    why = (
+        "plain http to an endpoint not configured as such"
+        if scheme == "http" and public(host)
+        else ("neither the provider's public endpoint nor configured by the operator")
+    )
+    raise EndpointRefused(
+        f"{what}: refusing to send credentials to {shown}: it is {why}; nothing was sent. "
+        f"Allow it with {setting} or {TRUST_SETTING.replace('<scheme>://<host>[:port]', shown)}"
+    )
