@@ -84,7 +84,8 @@ def format_event(event: Event) -> list[str]:
             return lines
         case LogLine():
             tag = "" if event.stream == "stdout" else f" ({event.stream})"
-            return [f"    {event.source}{tag}: {event.line}"]
+            # One log line per line of text: a line holding newlines cannot forge entries of its own.
+            return [f"    {event.source}{tag}: {line}" for line in event.line.splitlines() or [""]]
         case Progress():
             if event.total is not None and event.done >= event.total:
                 where = f" {event.target}" if event.target else ""

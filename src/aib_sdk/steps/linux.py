@@ -9,7 +9,12 @@
   The step also serves Windows guests (the upload goes through the guest's communicator).
 - ``Deprovision``: run last by the Builder. It runs ``/tmp/DeprovisioningScript.sh`` when a customizer left
   one (its content is logged, as AIB does), else removes the build user's authorized keys, the SSH host keys,
-  the machine id, cloud-init's state and shell histories, then syncs.
+  the machine id, cloud-init's state and shell histories, then syncs. Either way it then removes the build's
+  access, as ``waagent -deprovision+user`` does: the build user (unless it is root), its sudoers entries, its
+  groups and its home. That runs as root inside the step's own session, so it completes while the user is still
+  logged in; since the user can no longer ``sudo poweroff`` afterwards, the same root shell starts a detached
+  ``sleep 2; sync; poweroff`` (``systemctl poweroff`` on systemd, a signal to init on busybox) that survives the
+  session, and the build host's own shutdown sees the guest power off by itself.
 
 All three raise :class:`~aib_sdk.errors.StepError` with the exit code and the step's last log lines.
 """
@@ -17,6 +22,7 @@ All three raise :class:`~aib_sdk.errors.StepError` with the exit code and the st
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Literal
@@ -42,6 +48,34 @@ rm -rf /var/lib/cloud
 rm -f /root/.*history /home/*/.*history
 sync
 """
+
+
+REMOVE_BUILD_USER = r"""set -e
+u="$1"
+home=$(awk -F: -v u="$u" '$1==u {print $6}' /etc/passwd)
+for f in /etc/sudoers /etc/sudoers.d/*; do
+  [ -f "$f" ] || continue
+  grep -q "^[[:space:]]*$u[[:space:]]" "$f" || continue
+  sed -i "/^[[:space:]]*$u[[:space:]]/d" "$f"
+  case "$f" in /etc/sudoers.d/*) grep -q '^[[:space:]]*[^#[:space:]]' "$f" || rm -f "$f" ;; esac
+done
+if command -v userdel >/dev/null 2>&1; then userdel -f -r "$u" >/dev/null 2>&1 || userdel -f "$u" || true; fi
+for db in /etc/passwd /etc/shadow /etc/group /etc/gshadow; do
+  [ -f "$db" ] || continue
+  awk -F: -v OFS=: -v u="$u" '$1 != u { if (NF >= 4) { n = split($4, m, ","); s = "";
+    for (i = 1; i <= n; i++) if (m[i] != u && m[i] != "") s = s (s == "" ? "" : ",") m[i]; $4 = s } print }' \
+    "$db" > "$db.aib-new"
+  cat "$db.aib-new" > "$db"
+  rm -f "$db.aib-new"
+done
+case "$home" in /home/?*|/var/lib/?*) rm -rf "$home" ;; esac
+sync
+if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
+$detach sh -c 'sleep 2; sync; poweroff' </dev/null >/dev/null 2>&1 &
+echo "removed the build user $u, its sudoers entries and home; the guest powers off in 2 s"
+"""
+"""Removes the build user ``$1`` (run as root, inside that user's session) and powers the guest off detached."""
+_SAFE_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
 
 
 async def _run_checked(step: StepContext, command: str, what: str) -> None:
@@ -156,14 +190,24 @@ class LinuxDeprovision:
 
     async def run(self, spec: BaseModel, step: StepContext) -> None:
         comm = step.communicator
+        who = await comm.run("id -un")
+        user = who.stdout.strip() if who.exit_code == 0 else ""
+        sudo = "" if user == "root" else "sudo "
         custom = await comm.run(f"cat {DEPROVISION_SCRIPT}")
         if custom.exit_code == 0:
             step.log(f"running the customized deprovisioning script {DEPROVISION_SCRIPT}:")
             for line in custom.stdout.splitlines():
                 step.log(f"  {line}")
-            await _run_checked(step, f"sudo sh {DEPROVISION_SCRIPT}", "the deprovisioning script")
+            await _run_checked(step, f"{sudo}sh {DEPROVISION_SCRIPT}", "the deprovisioning script")
+        else:
+            await _run_checked(step, f"{sudo}sh -c {shlex.quote(DEFAULT_DEPROVISION)}", "deprovisioning")
+        if user == "root":
+            step.log("the build user is root: it stays (its authorized keys are gone)")
             return
-        await _run_checked(step, f"sudo sh -c {shlex.quote(DEFAULT_DEPROVISION)}", "deprovisioning")
+        if not _SAFE_USER.match(user):
+            raise StepError(step.name, f"cannot remove the build user: unexpected user name {user!r}")
+        command = f"{sudo}sh -c {shlex.quote(REMOVE_BUILD_USER)} sh {shlex.quote(user)}"
+        await _run_checked(step, command, "removing the build user")
 
 
 STEPS: list[type[Customizer]] = [ShellStep, FileStep, LinuxDeprovision]
