@@ -4,6 +4,15 @@
   ``scriptUri`` is fetched (its ``sha256Checksum`` verified by the fetcher); either is uploaded to
   ``/tmp/script_<n>.sh``, made executable and run in its own session, as AIB (Packer's shell provisioner) does.
   A script that reboots the guest does not fail: the step waits until the guest answers with a new boot id.
+
+  **A crash is not a reboot.** The script runs under a small wrapper that keeps a record in the build user's home
+  (``~/.aib-step-<phase>-<n>``, synced): ``running`` before the script starts, ``shutdown`` when the guest's orderly
+  shutdown signals it (SIGTERM/SIGHUP from ``reboot``/``shutdown -r``/systemd), ``exit N`` when the script ends.
+  When the connection drops and the guest comes back with a new boot id, the record decides: ``shutdown`` (a reboot
+  the script asked for, e.g. ``sudo reboot`` as its last command) or ``exit 0`` (it finished, then rebooted) → the
+  run continues with the next step; ``exit N`` → the step fails with exit code N; ``running`` or no record (a
+  kernel panic, ``echo b > /proc/sysrq-trigger``, a watchdog or power reset, ``reboot -f`` skipping the shutdown)
+  → the step fails: the image may be half-built.
 - ``File``: fetches ``sourceUri`` and uploads it to ``destination``. As in AIB the destination's directory must
   already exist and be writable by the build user (put files in ``/tmp`` and move them with a Shell step).
   The step also serves Windows guests (the upload goes through the guest's communicator).
@@ -84,13 +93,52 @@ async def _run_checked(step: StepContext, command: str, what: str) -> None:
         raise StepError(step.name, f"{what} failed", exit_code=result.exit_code, log_tail=step.tail)
 
 
-async def _run_script(step: StepContext, local: Path, remote: str) -> None:
-    """Upload a script, run it in its own session, and ride out a reboot it causes."""
+def wrapped(remote: str, record: str) -> str:
+    """The command running ``remote`` under the wrapper that records how it ended (see the module docstring)."""
+    r, s = shlex.quote(remote), f'"$HOME"/{shlex.quote(record)}'
+    return (
+        f"echo running > {s}; sync; "
+        f"trap 'echo shutdown > {s}; sync; exit 143' TERM HUP; "
+        f'chmod +x {r} && {r} 0<&0 & wait $!; rc=$?; echo "exit $rc" > {s}; sync; exit $rc'
+    )
+
+
+async def _after_restart(step: StepContext, record: str) -> None:
+    """The guest restarted while the script ran: continue only if it was a reboot the script asked for."""
     comm = step.communicator
+    try:
+        found = await comm.run(f'cat "$HOME"/{shlex.quote(record)} && rm -f "$HOME"/{shlex.quote(record)}')
+    except CommunicatorError as exc:
+        raise StepError(step.name, f"cannot read how the script ended after the restart: {exc}") from exc
+    state = found.stdout.strip() if found.exit_code == 0 else ""
+    if state == "shutdown" or state == "exit 0":
+        how = "the script's reboot" if state == "shutdown" else "a reboot after the script ended"
+        step.log(f"the guest is back after {how}; continuing", "stdout")
+        return
+    if state.startswith("exit "):
+        code = int(state[5:]) if state[5:].isdigit() else 1
+        raise StepError(
+            step.name,
+            f"script exited with exit code {code}, then the guest restarted",
+            exit_code=code,
+            log_tail=step.tail,
+        )
+    raise StepError(
+        step.name,
+        "the guest restarted in the middle of the script without an orderly shutdown (a crash, not a reboot the "
+        "script asked for); the image may be half-built",
+        log_tail=step.tail,
+    )
+
+
+async def _run_script(step: StepContext, local: Path, remote: str) -> None:
+    """Upload a script, run it in its own session, and ride out a reboot it asked for (a crash fails the step)."""
+    comm = step.communicator
+    record = f".aib-step-{step.phase}-{step.index}"
     try:
         await comm.upload(local, remote)
         boot_id = await comm.boot_id()
-        result = await comm.run(f"chmod +x {shlex.quote(remote)} && {shlex.quote(remote)}", on_output=step.on_output)
+        result = await comm.run(wrapped(remote, record), on_output=step.on_output)
     except CommunicatorError as exc:
         raise StepError(step.name, str(exc), log_tail=step.tail) from exc
     if result.exit_code == -1:
@@ -101,6 +149,7 @@ async def _run_script(step: StepContext, local: Path, remote: str) -> None:
             raise StepError(
                 step.name, f"the guest did not come back after a restart: {exc}", log_tail=step.tail
             ) from exc
+        await _after_restart(step, record)
         return
     if result.exit_code != 0:
         raise StepError(
@@ -110,7 +159,7 @@ async def _run_script(step: StepContext, local: Path, remote: str) -> None:
             log_tail=step.tail,
         )
     with contextlib.suppress(CommunicatorError):
-        await comm.run(f"rm -f {shlex.quote(remote)}")
+        await comm.run(f'rm -f {shlex.quote(remote)} "$HOME"/{shlex.quote(record)}')
 
 
 class ShellStep:
