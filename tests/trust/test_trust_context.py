@@ -151,3 +151,18 @@ def test_file_output_never_replaces_a_foreign_file(tmp_path: Path, fakes: FakePl
     out.write_bytes(b"someone else's file now")
     assert main(["build", str(template(out)), "--progress", "none"]) != 0
     assert out.read_bytes() == b"someone else's file now" and len(fakes.world.machines) == booted
+
+
+def test_sidecar_manifest_never_replaces_a_foreign_file(tmp_path: Path, fakes: FakePlugin, capsys) -> None:
+    proj, _ = _project(tmp_path)
+    out = tmp_path / "out" / "image.qcow2"
+    out.parent.mkdir()
+    (tmp_path / "out" / "image.qcow2.json").write_text("someone's config")
+    target = {"type": "DiskFile", "runOutputName": "disk", "uri": out.as_uri(), "artifactTags": {"k": "v"}}
+    template = write_json(proj / "t.json", fake_template(distribute=[target]))
+    assert main(["build", str(template), "--progress", "none"]) != 0
+    assert "image.qcow2.json already exists" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "out" / "image.qcow2.json").unlink()
+    assert main(["build", str(template), "--progress", "none"]) == 0  # writes both, then may replace both
+    assert main(["build", str(template), "--progress", "none"]) == 0, capsys.readouterr().err
+    assert '"k": "v"' in (tmp_path / "out" / "image.qcow2.json").read_text()
