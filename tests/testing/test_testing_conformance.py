@@ -10,12 +10,11 @@ import pytest
 
 from aib_sdk.artifacts import Artifact, RunOutput
 from aib_sdk.bases import DistributorBase
-from aib_sdk.context import RunContext, StepContext
+from aib_sdk.context import RunContext
 from aib_sdk.distributors.files import DiskFileDistributor, LocalVhdDistributor
 from aib_sdk.models.specs import DistributorSpec
-from aib_sdk.steps.linux import DeprovisionSpec, FileStep, LinuxDeprovision, ShellStep
+from aib_sdk.steps.linux import FileStep, ShellStep
 from aib_sdk.testing.conformance import CustomizerConformance, DistributorConformance
-from aib_sdk.testing.fakes import FakeCommunicator, FakeWorld, make_run_context
 
 
 def _files(where: Path) -> list[str]:
@@ -91,23 +90,3 @@ async def test_the_suite_catches_a_publish_that_is_not_atomic(tmp_path: Path) ->
     await checks.test_publish_returns_its_run_output(tmp_path / "ok")  # it does publish
     with pytest.raises(AssertionError, match=r"cancelled after .* left \['out.bin'\]"):
         await checks.test_a_cancelled_publish_leaves_nothing_visible(tmp_path / "cancel")
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize(("uid", "prefix"), [("0", ""), ("1000", "sudo ")])
-async def test_deprovision_uses_sudo_only_for_a_non_root_build_user(tmp_path: Path, uid: str, prefix: str) -> None:
-    world = FakeWorld()
-    world.on_command(r"^id -u$", stdout=f"{uid}\n")
-    world.on_command(r"^cat /tmp/DeprovisioningScript.sh$", stderr="No such file\n", exit_code=1)
-    step = StepContext(
-        run=make_run_context(tmp_path),
-        communicator=FakeCommunicator(world),
-        phase="deprovision",
-        index=0,
-        name="Deprovision",
-        type="Deprovision",
-    )
-    await LinuxDeprovision().run(DeprovisionSpec(type="Deprovision"), step)
-    last = step.communicator.commands[-1]  # type: ignore[attr-defined]
-    assert last.startswith(f"{prefix}sh -c ") and "authorized_keys" in last
-    world.check_rules()

@@ -112,6 +112,7 @@ class Builder:
                 uri_map=plan.options.uri_map,
                 base_directory=plan.base_directory,
                 transport=plan.options.http_transport,
+                context=plan.context,
             ),
             plugins=plan.plugins,
         )

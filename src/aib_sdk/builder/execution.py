@@ -41,6 +41,7 @@ from aib_sdk.events import (
 )
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.protocols import Customizer, Machine, VmRequest
+from aib_sdk.redaction import redact_text
 from aib_sdk.result import TIMEOUT_MESSAGE, BuildResult, LastRunStatus
 from aib_sdk.runtime import first_error
 
@@ -60,7 +61,7 @@ def _now() -> datetime:
 
 def _describe(exc: BaseException) -> str:
     exc = first_error(exc)
-    text = str(exc)
+    text = redact_text(str(exc))
     if isinstance(exc, AibError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -115,7 +116,7 @@ class Execution:
             return
         self._finished_state = True
         self.status.run_state = state
-        self.status.message = message
+        self.status.message = redact_text(message)
 
     def fail(self, message: str) -> None:
         self.finish("Failed", message)
@@ -202,6 +203,7 @@ class Execution:
     async def _build(self) -> None:
         plan, ctx = self.plan, self.ctx
         self.phase("Building")
+        await self._host_preflight()
         self.activity = f"resolving source {type_name_of(type(plan.source_spec))}"
         image = await plan.source().resolve(plan.source_spec, ctx)
         self.exact_version = image.exact_version
@@ -236,6 +238,15 @@ class Execution:
             if self._finished_state:
                 return
         await self._distribute(artifact, validation_error)
+
+    async def _host_preflight(self) -> None:
+        """Let the build host refuse a request it cannot serve (optional ``BuildHost.preflight``, e.g. an unmapped
+        ``vnetConfig.subnetId``) before the source is resolved or any VM boots."""
+        host = self.plan.host()
+        check = getattr(host, "preflight", None)
+        if callable(check):
+            self.activity = f"checking the build host {self.plan.host.name}"
+            await check(VmRequest(extra=vm_extra(self.plan.loaded.properties)), self.ctx)
 
     async def _on_machine(self, image: DiskImage, vm: VmRequest, work: Callable[[Machine], Awaitable[T]]) -> T:
         """Boot ``image``, run ``work`` on the machine, then destroy it (shielded, bounded) whatever happened."""

@@ -10,6 +10,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aib_sdk.events import Event, EventSink, Progress, RunFinished, TargetStatus
+from aib_sdk.redaction import redact
 
 _log = logging.getLogger("aib_sdk.builder")
 
@@ -56,6 +57,7 @@ class EventHub:
     def emit(self, event: Event) -> None:
         if self.closed:
             return
+        event = redact(event)  # the one redaction layer: every consumer sees only redacted events
         if isinstance(event, Progress):
             key = (event.task, event.label, event.target, event.region)
             if self._progress.get(key) == (event.done, event.total):

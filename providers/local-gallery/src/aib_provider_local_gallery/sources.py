@@ -19,6 +19,7 @@ from aib_sdk.artifacts import DiskImage
 from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
+from aib_sdk.disks import check_self_contained
 from aib_sdk.errors import SourceError, UsageError
 from aib_sdk.models.specs import ManagedImageSource, SharedImageVersionSource
 from aib_sdk.routing import is_local_arm_id
@@ -62,9 +63,11 @@ async def resolve_gallery_version(ref: GalleryImageRef, config: Config) -> DiskI
         return _disk_image(manifest, manifest.name)
 
     try:
-        return await run_sync(lookup)
+        image = await run_sync(lookup)
     except UsageError as exc:
         raise SourceError(str(exc)) from exc
+    await check_self_contained(image.path, image.format, what="local gallery version")  # a planted file
+    return image
 
 
 class LocalSharedImageVersionSource(SourceBase[SharedImageVersionSource]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from aib_provider_s3_vhd.locations import S3Location, is_s3_uri, parse_s3_uri
+from aib_provider_s3_vhd.locations import S3Location, check_template_endpoint, is_s3_uri, parse_s3_uri
 from aib_provider_s3_vhd.publish import ObjectSpec, Publication, RegionTarget
 from aib_provider_s3_vhd.settings import S3Settings
 from aib_provider_s3_vhd.specs import S3Format, S3ImageDistributor
@@ -129,6 +129,14 @@ class S3VhdPublisher(DistributorBase[VhdDistributor]):
 
 class S3ImagePublisher(DistributorBase[S3ImageDistributor]):
     """``S3Image``: the image in ``format`` under ``key`` in each region's bucket, all regions at once."""
+
+    @classmethod
+    def accepts(cls, spec: S3ImageDistributor, config: Config) -> bool:
+        """Claims every ``S3Image`` target; refuses (:class:`UsageError`) a region ``endpointUrl`` the operator did
+        not configure, so no credentials go to a host the template chose."""
+        for region in spec.regions:
+            check_template_endpoint(region.endpoint_url, config, f"S3Image target {spec.run_output_name!r}")
+        return True
 
     async def publish(self, artifact: Artifact, spec: S3ImageDistributor, ctx: RunContext) -> RunOutput:
         return await publish_image(

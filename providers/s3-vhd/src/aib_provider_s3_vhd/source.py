@@ -9,14 +9,15 @@ from typing import Any, Literal
 import anyio
 
 from aib_provider_s3_vhd.download import download_object
-from aib_provider_s3_vhd.locations import S3Location, parse_s3_uri
+from aib_provider_s3_vhd.locations import S3Location, check_template_endpoint, parse_s3_uri
 from aib_provider_s3_vhd.settings import S3Settings
 from aib_provider_s3_vhd.specs import S3ImageSource
 from aib_provider_s3_vhd.transport import ClientPool, Endpoint, describe, with_retries
 from aib_sdk.artifacts import DiskFormat, DiskImage
 from aib_sdk.bases import SourceBase
+from aib_sdk.config import Config
 from aib_sdk.context import RunContext
-from aib_sdk.disks import sha256_file
+from aib_sdk.disks import check_self_contained, sha256_file
 from aib_sdk.errors import ChecksumError, SourceError
 from aib_sdk.runtime import cleanup_scope
 
@@ -40,6 +41,13 @@ def _format_of(spec: S3ImageSource, key: str, metadata: dict[str, str]) -> DiskF
 
 class S3ImageResolver(SourceBase[S3ImageSource]):
     """Resolves ``{"type": "S3Image", "uri": "s3://…", "sha256Checksum": …}`` into a cached local disk."""
+
+    @classmethod
+    def accepts(cls, spec: S3ImageSource, config: Config) -> bool:
+        """Claims every ``S3Image`` source; refuses (:class:`UsageError`) an ``endpointUrl`` the operator did not
+        configure, so no credentials go to a host the template chose."""
+        check_template_endpoint(spec.endpoint_url, config, f"S3Image source {spec.uri}")
+        return True
 
     async def resolve(self, spec: S3ImageSource, ctx: RunContext) -> DiskImage:
         settings = S3Settings.from_config(ctx.config)
@@ -74,6 +82,7 @@ class S3ImageResolver(SourceBase[S3ImageSource]):
         generation: Literal["V1", "V2"] = spec.hyper_v_generation or (
             "V2" if metadata.get("aib-hyper-v-generation") == "V2" else "V1"
         )
+        await check_self_contained(final, fmt, what=f"S3Image source {spec.uri}")
         return DiskImage(
             path=final,
             format=fmt,

@@ -7,6 +7,7 @@ from aib_provider_azure.distributors.common import (
     metadata,
     region_progress,
     safe_name,
+    tag_metadata,
     upload_progress,
 )
 from aib_provider_azure.replicate import replicate
@@ -46,7 +47,7 @@ class AzureVhd(DistributorBase[VhdDistributor]):
         if blob is None:
             raise UsageError(f"{name}: {spec.uri!r} is not an Azure blob URI")
         vhd = await fixed_vhd(artifact, ctx, name)
-        meta = metadata(ctx, name)
+        meta = {**tag_metadata(spec.artifact_tags), **metadata(ctx, name)}  # artifactTags ride on the blob
         async with AzureSession(settings, ctx.options.credential, ctx.options.http_transport) as session:
             stats = await upload_page_blob(
                 session.blob,
