@@ -4,7 +4,8 @@
 - ``http(s)://`` through the runtime's verified download (:func:`aib_sdk.runtime.download.download_verified`:
   streamed, resumed, TLS verification on, retried by the one retry policy) over the run's HTTP transport;
   ``file:///abs/path`` URIs and plain paths by the runtime's one path rule
-  (:func:`~aib_sdk.runtime.download.local_path`: relative to the template's folder, no ``..``, no ``~``);
+  (:func:`~aib_sdk.runtime.download.local_path`: relative to the template's folder, no ``~``, the build context
+  deciding where ``..`` may lead);
 - the sha256 is verified when given (:class:`~aib_sdk.errors.ChecksumError` otherwise), and content lands in
   ``<inputs>/<sha256>/<name>``; a second fetch of content whose checksum is known is served from there;
 - progress events (task ``"download"``); URIs in events and errors have their query and credentials removed

@@ -1,7 +1,8 @@
 """The one verified download, and the one rule for local paths a template names.
 
-- :func:`local_path`: ``file:///abs/path`` or a plain path (relative to the template's folder); ``..`` segments
-  and ``~`` are refused in both forms (a template is not a shell, and must not climb out of its folder).
+- :func:`local_path`: ``file:///abs/path`` or a plain path (relative to the template's folder). An absolute path
+  with ``..`` and a leading ``~`` are refused (a template is not a shell); a relative path may use ``..``, and the
+  build context (:func:`aib_sdk.trust.confine`, checked before the run) decides whether where it leads is allowed.
 - :func:`download_verified`: an http(s) download into a ``.part`` file, resumed with a ``Range`` request after a
   cut connection or an interrupted run, retried by the one :func:`~aib_sdk.runtime.retry.retrying`, its sha256
   verified; the caller moves the part file to its final, digest-keyed place.
@@ -39,8 +40,9 @@ def local_path(uri: str, base: Path | None = None) -> Path:
     """The absolute local path of ``file:///abs/path`` or a plain path; relative paths resolve against ``base``
     (the template's folder; the working directory when ``None``).
 
-    Raises :class:`FetchError` for ``..`` segments, a leading ``~`` (not expanded), a relative or remote
-    ``file:`` URI.
+    Raises :class:`FetchError` for ``..`` in an absolute path, a leading ``~`` (not expanded), a relative or remote
+    ``file:`` URI. ``..`` in a relative path is kept: whether it may leave the template's folder is the build
+    context's call (:mod:`aib_sdk.trust`).
     """
     text = uri.strip()
     parsed = urlparse(text)
@@ -52,8 +54,8 @@ def local_path(uri: str, base: Path | None = None) -> Path:
             raise FetchError(f"file URI must hold an absolute path: {text!r}")
     else:
         path = PurePosixPath(text)
-    if ".." in path.parts:
-        raise FetchError(f"path must not contain '..': {text!r}")
+    if path.is_absolute() and ".." in path.parts:
+        raise FetchError(f"an absolute path must not contain '..': {text!r}")
     if path.parts and path.parts[0].startswith("~"):
         raise FetchError(f"'~' is not expanded in template paths: {text!r} (give an absolute path)")
     if path.is_absolute():
