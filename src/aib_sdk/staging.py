@@ -37,14 +37,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from aib_sdk.config import Config
-from aib_sdk.context import Staging
 from aib_sdk.errors import UsageError
-from aib_sdk.fetch import redact_uri
+
+if TYPE_CHECKING:  # ``aib runs`` reads records without loading the event models these import
+    from aib_sdk.context import Staging
 
 RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]")
@@ -73,6 +74,8 @@ def staging_directory(config: Config, template_name: str, digest: str) -> Path:
 
 async def create_staging(config: Config, template_name: str, digest: str, run_id: str) -> Staging:
     """Create the staging directory of a template and the directories of one run in it."""
+    from aib_sdk.context import Staging
+
     staging = Staging(staging_directory(config, template_name, digest), run_id)
 
     def make() -> None:
@@ -100,6 +103,8 @@ async def write_record(staging: Staging, record: Mapping[str, Any]) -> None:
 def _redacted(value: Any) -> Any:
     """``value`` with the query strings of http(s) URIs removed (SAS tokens are secrets)."""
     if isinstance(value, str) and value.lower().startswith(("http://", "https://")) and "?" in value:
+        from aib_sdk.fetch import redact_uri
+
         return redact_uri(value)
     if isinstance(value, Mapping):
         return {k: _redacted(v) for k, v in value.items()}

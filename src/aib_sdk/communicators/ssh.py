@@ -6,7 +6,8 @@ key, the key the guest presents first is pinned for the rest of the session (rec
 
 Each :meth:`SshCommunicator.run` is its own SSH session. A connection lost during a command (the guest rebooted)
 gives exit code -1 and the next call reconnects. Transfers use SFTP in chunks, so files of any size stream
-without being loaded whole; local file I/O happens in worker threads.
+without being loaded whole; local file I/O happens in worker threads. asyncssh is imported on first use, so
+registering this class costs nothing.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiofiles
 import anyio
-import asyncssh
 
 from aib_sdk.artifacts import CommandResult, OsType
 from aib_sdk.errors import CommandTimeout, CommunicatorError
 from aib_sdk.protocols import OutputHandler, ProgressHandler
+
+if TYPE_CHECKING:
+    import asyncssh
 
 CHUNK = 1 << 20
 OUTPUT_LIMIT = 1 << 20
@@ -36,6 +38,8 @@ class HostKeyMismatch(CommunicatorError):
 
 
 def _public_keys(keys: Sequence[str | asyncssh.SSHKey]) -> list[asyncssh.SSHKey]:
+    import asyncssh
+
     found: list[asyncssh.SSHKey] = []
     for key in keys:
         if isinstance(key, asyncssh.SSHKey):
@@ -90,6 +94,8 @@ class SshCommunicator:
         return [bytes(k.export_public_key("openssh")).decode().strip() for k in self._host_keys]
 
     async def _pin_first_key(self, timeout: float) -> None:
+        import asyncssh
+
         try:
             with anyio.fail_after(timeout):
                 key = await asyncssh.get_server_host_key(self.host, self.port)
@@ -103,6 +109,8 @@ class SshCommunicator:
 
     async def connect(self, timeout: float | None = None) -> None:
         """Open the connection now (it is otherwise opened by the first call). Idempotent."""
+        import asyncssh
+
         async with self._lock:
             if self._conn is not None:
                 return
@@ -176,6 +184,8 @@ class SshCommunicator:
         on_output: OutputHandler | None = None,
     ) -> CommandResult:
         """Run ``command`` in a new session, streaming its lines; -1 when the connection dropped meanwhile."""
+        import asyncssh
+
         conn = await self._connection()
         buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
         sizes = {"stdout": 0, "stderr": 0}
@@ -234,6 +244,9 @@ class SshCommunicator:
 
     async def upload(self, local: Path, remote: str, *, on_progress: ProgressHandler | None = None) -> None:
         """Stream ``local`` to ``remote`` over SFTP in 1 MiB chunks."""
+        import aiofiles
+        import asyncssh
+
         conn = await self._connection()
         total = (await anyio.Path(local).stat()).st_size
         done = 0
@@ -258,6 +271,9 @@ class SshCommunicator:
 
     async def download(self, remote: str, local: Path) -> None:
         """Copy the guest file ``remote`` to ``local`` over SFTP."""
+        import aiofiles
+        import asyncssh
+
         conn = await self._connection()
         try:
             async with (
