@@ -31,6 +31,47 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 OUTPUT_LIMIT = 1 << 20
 BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
+PROBE_INTERVAL = 0.25
+"""Seconds between the starts of two banner probes: the first login follows sshd by at most this much."""
+PROBE_TIMEOUT = 3.0
+"""How long one probe waits for the banner (a forwarded port may accept and then hold a connection)."""
+
+
+async def _banner(host: str, port: int, timeout: float) -> bool:
+    """Whether an SSH server at ``host:port`` sends its identification line (``SSH-…``) within ``timeout``."""
+    with anyio.move_on_after(timeout):
+        try:
+            async with await anyio.connect_tcp(host, port) as stream:
+                received = b""
+                while b"\n" not in received and len(received) < 256:
+                    received += await stream.receive(256)
+                return received.startswith(b"SSH-")
+        except (OSError, anyio.EndOfStream, anyio.BrokenResourceError):
+            return False
+    return False
+
+
+async def wait_for_banner(host: str, port: int, timeout: float, *, interval: float = PROBE_INTERVAL) -> bool:
+    """Wait until an SSH server at ``host:port`` answers with its banner; ``False`` after ``timeout`` seconds.
+
+    A probe starts every ``interval`` seconds and they overlap, so a probe stuck on a connection the guest never
+    takes (QEMU's user-mode forward accepts before the guest listens) delays nothing: the first login can follow
+    the server's start by ``interval`` plus one round trip.
+    """
+    found = anyio.Event()
+
+    async def probe() -> None:
+        if await _banner(host, port, PROBE_TIMEOUT):
+            found.set()
+
+    with anyio.move_on_after(timeout):
+        async with anyio.create_task_group() as tg:
+            while not found.is_set():
+                tg.start_soon(probe)
+                with anyio.move_on_after(interval):
+                    await found.wait()
+            tg.cancel_scope.cancel()
+    return found.is_set()
 
 
 class HostKeyMismatch(CommunicatorError):
@@ -106,6 +147,11 @@ class SshCommunicator:
         if key is None:
             raise CommunicatorError(f"{self.host}:{self.port} presented no host key")
         self._host_keys = [key]
+
+    async def wait_answering(self, timeout: float) -> bool:
+        """Whether the server sent its SSH banner within ``timeout`` (probes every 0.25 s; see
+        :func:`wait_for_banner`): call before :meth:`connect` while a guest boots."""
+        return await wait_for_banner(self.host, self.port, timeout)
 
     async def connect(self, timeout: float | None = None) -> None:
         """Open the connection now (it is otherwise opened by the first call). Idempotent."""
