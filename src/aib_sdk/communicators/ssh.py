@@ -12,6 +12,7 @@ registering this class costs nothing.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import time
@@ -78,7 +79,34 @@ class HostKeyMismatch(CommunicatorError):
     """The guest presented a host key that is not the pinned one: the connection was refused."""
 
 
-def _public_keys(keys: Sequence[str | asyncssh.SSHKey]) -> list[asyncssh.SSHKey]:
+def _key_lines(keys: Sequence[str | asyncssh.SSHKey]) -> list[Any]:
+    """The pinned keys as key objects or OpenSSH public key lines (known_hosts host patterns dropped), each line
+    checked for shape (algorithm, base64 blob naming that algorithm) without loading asyncssh."""
+    found: list[Any] = []
+    for key in keys:
+        if not isinstance(key, str):
+            found.append(key)  # an asyncssh.SSHKey
+            continue
+        for line in key.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split()
+            # A known_hosts line starts with host patterns; a public key line with the algorithm.
+            if len(fields) >= 3 and not fields[0].startswith(("ssh-", "ecdsa-", "sk-")):
+                fields = fields[1:]
+            try:
+                blob = base64.b64decode(fields[1], validate=True)
+                named = blob[4 : 4 + int.from_bytes(blob[:4], "big")].decode("ascii")
+            except (IndexError, ValueError) as exc:
+                raise CommunicatorError(f"cannot read pinned host key: {line[:80]!r}") from exc
+            if named != fields[0]:
+                raise CommunicatorError(f"cannot read pinned host key: {fields[0]} key holds a {named!r} blob")
+            found.append(" ".join(fields))
+    return found
+
+
+def _public_keys(keys: Sequence[Any]) -> list[asyncssh.SSHKey]:
     import asyncssh
 
     found: list[asyncssh.SSHKey] = []
@@ -86,18 +114,10 @@ def _public_keys(keys: Sequence[str | asyncssh.SSHKey]) -> list[asyncssh.SSHKey]
         if isinstance(key, asyncssh.SSHKey):
             found.append(key)
             continue
-        for line in str(key).splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            fields = line.split()
-            # A known_hosts line starts with host patterns; a public key line with the algorithm.
-            if len(fields) >= 3 and not fields[0].startswith(("ssh-", "ecdsa-", "sk-")):
-                line = " ".join(fields[1:])
-            try:
-                found.append(asyncssh.import_public_key(line))
-            except (asyncssh.KeyImportError, ValueError) as exc:
-                raise CommunicatorError(f"cannot read pinned host key: {exc}") from exc
+        try:
+            found.append(asyncssh.import_public_key(key))
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise CommunicatorError(f"cannot read pinned host key: {exc}") from exc
     return found
 
 
@@ -123,11 +143,23 @@ class SshCommunicator:
         self.connect_timeout = connect_timeout
         self.trust_on_first_use = trust_on_first_use
         self._client_keys: list[Any] = [str(k) if isinstance(k, Path) else k for k in client_keys]
-        self._host_keys = _public_keys(host_keys)
+        # Parsed (and asyncssh imported) on first use: a build host makes the communicator before QEMU starts.
+        self._host_key_lines = _key_lines(host_keys)
+        self._parsed_host_keys: list[asyncssh.SSHKey] | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = anyio.Lock()
 
     # Connection ---------------------------------------------------------------------------------------------
+
+    @property
+    def _host_keys(self) -> list[asyncssh.SSHKey]:
+        if self._parsed_host_keys is None:
+            self._parsed_host_keys = _public_keys(self._host_key_lines)
+        return self._parsed_host_keys
+
+    @_host_keys.setter
+    def _host_keys(self, keys: list[asyncssh.SSHKey]) -> None:
+        self._parsed_host_keys = keys
 
     @property
     def pinned_host_keys(self) -> list[str]:

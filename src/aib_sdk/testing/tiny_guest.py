@@ -76,7 +76,10 @@ echo "nameserver 10.0.2.3" > /etc/resolv.conf
 
 BUILD_USER=""
 seed=""
-for i in 1 2 3 4 5 6 7 8 9 10; do seed=$(findfs LABEL=cidata 2>/dev/null) && break; sleep 0.2; done
+# A disk baked for static access (user, key and host keys on it: /etc/aib-static) reads no seed.
+[ -e /etc/aib-static ] || for i in 1 2 3 4 5 6 7 8 9 10; do
+  seed=$(findfs LABEL=cidata 2>/dev/null) && break; sleep 0.2
+done
 if [ -n "$seed" ] && mkdir -p /run/seed && mount -t iso9660 -o ro "$seed" /run/seed; then
   UD=/run/seed/user-data
   BUILD_USER=$(awk '/^  - name: /{print $3; exit}' $UD)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 import shutil
@@ -97,6 +98,8 @@ class QemuMachine:
         if isinstance(self.communicator, WinRMCommunicator):
             await self._wait_winrm(self.communicator, timeout)
             return
+        # Load the SSH stack in a worker thread while the guest boots (it is not needed before).
+        await anyio.to_thread.run_sync(importlib.import_module, "asyncssh")
         with anyio.move_on_after(timeout):
             if self.image.attributes.get("ready_line"):
                 while not self.ready.is_set():

@@ -328,7 +328,9 @@ class UrlDiskSource:
             path = local_path(uri, base)
             if not await anyio.Path(path).is_file():
                 raise SourceError(f"source disk not found: {path}")
-            digest = await disks.sha256_file(path, lambda done, total: ctx.progress("verify", path.name, done, total))
+            digest = await disks.cached_sha256(
+                path, ctx.cache_dir, lambda done, total: ctx.progress("verify", path.name, done, total)
+            )
             if spec.sha256_checksum and digest != spec.sha256_checksum:
                 raise ChecksumError(uri, spec.sha256_checksum, digest)
         else:
