@@ -387,6 +387,10 @@ class SshCommunicator:
         self._drop()
         last_error: Exception | None = None
         while (left := deadline - time.monotonic()) > 0:
+            # Banner probes every 0.25 s while the guest is down, then a real login: no attempt hangs on the
+            # forward of a guest that is not listening yet, and none waits a fixed second.
+            if not await self.wait_answering(min(1.0, left)):
+                continue
             try:
                 await self.connect(timeout=min(5.0, max(1.0, left)))  # short tries: a hung handshake costs little
                 current = await self.boot_id()
@@ -395,12 +399,12 @@ class SshCommunicator:
             except CommunicatorError as exc:
                 last_error = exc
                 self._drop()
-                await anyio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                await anyio.sleep(min(PROBE_INTERVAL, max(0.0, deadline - time.monotonic())))
                 continue
             if current != previous_boot_id:
                 return
             self._drop()
-            await anyio.sleep(0.5)
+            await anyio.sleep(PROBE_INTERVAL)
         raise CommunicatorError(
             f"the guest did not come back from a reboot within {timeout:.0f}s"
             + (f" (last error: {last_error})" if last_error else "")
