@@ -8,13 +8,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
-from pydantic import BaseModel
 
 from aib_sdk.errors import PluginError, UsageError
 from aib_sdk.plugins import PROJECT, hookspecs
 from aib_sdk.plugins.registry import Registry, type_name_of
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from aib_sdk.config import Config
     from aib_sdk.plugins.catalog import Catalog
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
