@@ -230,9 +230,18 @@ async def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from aib_sdk.models.schema import template_json_schema
+    from aib_sdk.plugins import catalog as plugin_catalog
 
-    out(json.dumps(template_json_schema(plugins_of(args)), indent=2))
+    pm = plugins_of(args)
+    current = pm.catalog()  # built once per installation: a current catalogue may already hold the schema
+    text = plugin_catalog.load_schema(current) if current is not None else None
+    if text is None:
+        from aib_sdk.models.schema import template_json_schema
+
+        text = json.dumps(template_json_schema(pm), indent=2)
+        if current is not None:
+            plugin_catalog.save_schema(current, text)
+    out(text)
     return 0
 
 

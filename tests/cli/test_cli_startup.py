@@ -137,3 +137,13 @@ def test_a_manager_with_its_own_plugins_ignores_the_catalogue() -> None:
     pm = PluginManager(plugins=[fake_plugin()])
     assert "FakeImage" in pm.spec_registry.spec_models["source"]
     assert pm.spec_registry is pm.registry
+
+
+def test_schema_is_built_once_per_catalogue(env: dict[str, str], tmp_path: Path) -> None:
+    runs = [aib(env, tmp_path, "schema") for _ in range(3)]  # collect + catalogue; build + store; read back
+    assert {out for _, _, out in runs} == {runs[0][2]} and json.loads(runs[0][2])["$defs"]
+    assert "pydantic" in runs[1][1] and "pydantic" not in runs[2][1]
+    file = catalog.cache_file(env)
+    file.write_text(file.read_text() + " ")  # another catalogue (same content, other bytes): its own schema
+    code, modules, out = aib(env, tmp_path, "schema")
+    assert (code, out) == (0, runs[0][2]) and "pydantic" in modules

@@ -40,6 +40,8 @@ class Catalog:
 
     spec_models: dict[str, dict[str, tuple[str, str]]]
     types_by_plugin: dict[str, list[str]]
+    digest: str = ""
+    """sha256 of the catalogue file: what derived caches (the template schema) are keyed by."""
 
 
 def cache_file(env: Mapping[str, str] | None = None) -> Path:
@@ -114,7 +116,8 @@ def resolve(ref: str) -> Any:
 def load(disabled: Iterable[str], env: Mapping[str, str] | None = None) -> Catalog | None:
     """The stored catalogue when it describes this installation, else ``None``."""
     try:
-        data = json.loads(cache_file(env).read_text(encoding="utf-8"))
+        raw = cache_file(env).read_bytes()
+        data = json.loads(raw)
         key, _ = installation_key(disabled)
         if data.get("format") != FORMAT or data.get("key") != key:
             return None
@@ -127,6 +130,7 @@ def load(disabled: Iterable[str], env: Mapping[str, str] | None = None) -> Catal
                 for kind, models in data["spec_models"].items()
             },
             types_by_plugin={plugin: [str(e) for e in entries] for plugin, entries in data["types"].items()},
+            digest=hashlib.sha256(raw).hexdigest(),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
@@ -165,6 +169,33 @@ def save(registry: Registry, disabled: Iterable[str], env: Mapping[str, str] | N
     return True
 
 
+def _schema_file(env: Mapping[str, str] | None) -> Path:
+    file = cache_file(env)
+    return file.with_name(file.name.replace("catalog-", "schema-", 1))
+
+
+def load_schema(catalog: Catalog, env: Mapping[str, str] | None = None) -> str | None:
+    """The template JSON Schema (text) made from this very catalogue, if stored."""
+    try:
+        data = json.loads(_schema_file(env).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("catalog") != catalog.digest or not isinstance(data.get("text"), str):
+        return None
+    return str(data["text"])
+
+
+def save_schema(catalog: Catalog, text: str, env: Mapping[str, str] | None = None) -> None:
+    """Store the template JSON Schema made from ``catalog`` (atomically; quietly not on an OS error)."""
+    file = _schema_file(env)
+    try:
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"catalog": catalog.digest, "text": text}), encoding="utf-8")
+        tmp.replace(file)
+    except OSError:
+        pass
+
+
 def spec_registry(catalog: Catalog) -> Registry | None:
     """A registry holding only the catalogue's spec models (their modules imported), or ``None`` if one is gone."""
     from pydantic import BaseModel
@@ -186,4 +217,14 @@ def spec_registry(catalog: Catalog) -> Registry | None:
     return reg
 
 
-__all__ = ["Catalog", "cache_file", "fingerprint", "load", "resolve", "save", "spec_registry"]
+__all__ = [
+    "Catalog",
+    "cache_file",
+    "fingerprint",
+    "load",
+    "load_schema",
+    "resolve",
+    "save",
+    "save_schema",
+    "spec_registry",
+]

@@ -134,6 +134,10 @@ class PluginManager:
         found = self._catalog_from_disk() if self._registry is None else None
         return dict(found.types_by_plugin) if found is not None else self.registry.types_by_plugin()
 
+    def catalog(self) -> Catalog | None:
+        """The current on-disk catalogue of exactly this manager's plugins, if any (see :attr:`spec_registry`)."""
+        return self._catalog_from_disk()
+
     def _catalog_from_disk(self) -> Catalog | None:
         if not self._catalog_eligible:
             return None
