@@ -16,10 +16,11 @@ from aib_sdk.plugins import catalog
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.testing.fakes import fake_plugin
 
-SDKS = ("asyncssh", "botocore", "boto3", "aioboto3", "aiobotocore", "azure", "rich", "cryptography")
+SDKS = ("asyncssh", "botocore", "boto3", "aioboto3", "aiobotocore", "azure", "cryptography")
 IMPLEMENTATIONS = (
     "asyncio",
     "httpx",
+    "rich",
     "aib_sdk.steps.linux",
     "aib_sdk.communicators.ssh",
     "aib_sdk.communicators.winrm.communicator",
