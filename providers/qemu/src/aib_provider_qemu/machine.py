@@ -109,7 +109,7 @@ class QemuMachine:
             attempt = 0
             while True:
                 self._check_running()
-                # Cheap banner probes every 0.25 s until sshd answers, then a real login (the handshake may be
+                # Cheap banner probes every 0.1 s until sshd answers, then a real login (the handshake may be
                 # slow under TCG): no connection attempt hangs on a port the guest does not serve yet.
                 if not await self.communicator.wait_answering(1.0):
                     continue
