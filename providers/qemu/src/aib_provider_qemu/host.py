@@ -192,6 +192,20 @@ class QemuBuildHost:
     def available(cls, config: Config) -> bool:
         return shutil.which(QemuSettings.from_config(config).binary) is not None
 
+    @classmethod
+    def cache_facts(cls, config: Config) -> dict[str, object]:
+        """Settings that change what a build's disk holds (part of every step-cache key): users and network."""
+        settings = QemuSettings.from_config(config)
+        section = config.section("qemu")
+        return {
+            "buildUser": settings.build_user,
+            "windowsBuildUser": settings.windows_build_user,
+            "sshUser": settings.ssh_user,
+            "winrmUser": settings.winrm_user,
+            "network": str(section.get("network", "nat")),
+            "networks": section.get("networks"),
+        }
+
     def start(self, image: DiskImage, vm: VmRequest, ctx: RunContext) -> AbstractAsyncContextManager[Machine]:
         """Boot ``image`` and yield a ready :class:`QemuMachine`; the VM is gone when the context exits."""
         return cast("AbstractAsyncContextManager[Machine]", self._run(image, vm, ctx))
@@ -321,6 +335,7 @@ class QemuBuildHost:
             if result.returncode != 0:
                 raise BuildHostError(f"cannot create data disk {index}: {result.stderr.decode(errors='replace')}")
             data_disks.append(path)
+        machine.data_disks = len(data_disks)
         ovmf_vars = None
         if image.kernel is None and image.hyper_v_generation == "V2":
             if not await anyio.Path(OVMF_CODE).is_file():
