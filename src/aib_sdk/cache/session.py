@@ -10,10 +10,11 @@ never cached.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,10 +72,11 @@ async def disk_sha256(path: Path, memo_dir: Path) -> str:
     except (OSError, ValueError):
         pass
     value = await disks.sha256_file(path)
-    await anyio.Path(memo_dir).mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    await anyio.Path(tmp).write_text(json.dumps({"ident": ident, "sha256": value}))
-    await anyio.Path(tmp).replace(memo)
+    with contextlib.suppress(OSError):  # only a memo: a failure costs a hash next time
+        await anyio.Path(memo_dir).mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{secrets.token_hex(6)}.tmp")
+        await anyio.Path(tmp).write_text(json.dumps({"ident": ident, "sha256": value}))
+        await anyio.Path(tmp).replace(memo)
     return value
 
 

@@ -277,6 +277,8 @@ class FakeMachine:
         self.destroyed = False
         self.history: list[str] = read_fake_layers(image.path) if world.keep_layers else []
         self._snapshot_mark = 0
+        self.disk: list[str] = []
+        """After capture: the commands the captured disk holds (its layer history, then this machine's)."""
         if world.keep_layers:
             self.layer_format = "raw"
 
@@ -308,7 +310,7 @@ class FakeMachine:
             raise BuildHostError("capture before shutdown")
         path = ctx.staging.work / "fake-capture.raw"
         await anyio.Path(path).parent.mkdir(parents=True, exist_ok=True)
-        commands = [*self.history, *self.fake_communicator.commands]
+        commands = self.disk = [*self.history, *self.fake_communicator.commands]
         await anyio.Path(path).write_bytes(b"fake disk\n" + "\n".join(commands).encode())
         self.captured = Artifact(
             path=path,
@@ -395,7 +397,10 @@ class FakeSource:
         version = "1.2.3" if spec.version == "latest" else spec.version
         path = anyio.Path(ctx.cache_dir) / "fake-images" / f"fake-{version}.raw"
         await path.parent.mkdir(parents=True, exist_ok=True)
-        await path.write_bytes(b"fake base image\n")
+        if not await path.exists():  # written once, atomically: concurrent builds may be reading it
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self)}")
+            await tmp.write_bytes(b"fake base image\n")
+            await tmp.replace(path)
         image = DiskImage(path=Path(path), format="raw", os_type=spec.os_type, exact_version=version)
         self.world.resolved.append(image)
         return image
