@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
 from aib_sdk.builder import Builder
+from aib_sdk.context import StepContext
 from aib_sdk.errors import UsageError
 from aib_sdk.events import LogLine, StepFinished
+from aib_sdk.models.specs import StepSpec
+from aib_sdk.plugins import hookimpl
 from aib_sdk.testing.fakes import FakePlugin, fake_template
 from aib_sdk.testing.recorder import EventRecorder
 
@@ -242,3 +246,76 @@ async def test_lru_eviction_keeps_the_store_under_max_size(
         assert result.run_state == "Succeeded"
     sizes = [p.stat().st_size for p in (cache_dir / "data").iterdir()]
     assert sum(sizes) <= 600 and len(sizes) < 6
+
+
+class SneakySpec(StepSpec):
+    type: Literal["Sneaky"]
+    hidden_input: str = ""
+
+
+class SneakyStep:
+    """Fetches a URI its spec does not name as one (a field not ending in ``Uri``): it cannot be keyed."""
+
+    type_name: ClassVar[str] = "Sneaky"
+    spec_model: ClassVar[type[BaseModel]] = SneakySpec
+    validator_model: ClassVar[type[BaseModel] | None] = None
+
+    async def run(self, spec: BaseModel, step: StepContext) -> None:
+        assert isinstance(spec, SneakySpec)
+        await step.run.fetch(spec.hidden_input)
+        await step.communicator.run("echo sneaky")
+
+
+class UncacheableStep(SneakyStep):
+    type_name: ClassVar[str] = "Uncacheable"
+    cacheable: ClassVar[bool] = False
+
+
+class UncacheableSpec(SneakySpec):
+    type: Literal["Uncacheable"]  # type: ignore[assignment]
+
+
+UncacheableStep.spec_model = UncacheableSpec
+
+
+class _Plugin:
+    @hookimpl
+    def aib_register_customizers(self) -> list[type[Any]]:
+        return [SneakyStep, UncacheableStep]
+
+
+async def test_steps_that_cannot_be_keyed_store_no_layer_from_there_on(
+    layered: FakePlugin, run_build: RunBuild, aib_register, aib_events, tmp_path: Path
+) -> None:
+    aib_register(_Plugin())
+    (tmp_path / "hidden.txt").write_text("v1")
+    template = _template("echo one")
+    template["customize"] += [
+        {"type": "Sneaky", "name": "sneaky", "hiddenInput": "hidden.txt"},
+        {"type": "FakeStep", "name": "after", "commands": ["echo after"]},
+    ]
+    result, builder = await run_build(template)
+    assert result.run_state == "Succeeded", result.last_run_status.message
+    slots = _record(builder)["details"]["cache"]["steps"]
+    assert [s["stored"] for s in slots] == [True, False, False]
+    assert any("which its spec does not name" in e.line for e in aib_events.of_kind(LogLine) if e.source == "cache")
+    aib_events.clear()
+    await run_build(template)
+    assert _finished(aib_events) == [("s1", True), ("sneaky", False), ("after", False)]
+
+    template["customize"][1] = {"type": "Uncacheable", "name": "uncacheable", "hiddenInput": "hidden.txt"}
+    result, builder = await run_build(template)
+    slots = _record(builder)["details"]["cache"]["steps"]
+    assert [s["key"] is None for s in slots] == [False, True, True]
+    assert "not cacheable" in slots[1]["note"]
+
+
+async def test_an_input_that_cannot_be_fetched_still_fails_in_its_step(
+    layered: FakePlugin, run_build: RunBuild
+) -> None:
+    template = _template("echo one")
+    template["customize"].append({"type": "Shell", "name": "setup", "scriptUri": "missing.sh"})
+    result, _ = await run_build(template)
+    assert result.run_state == "Failed"
+    assert "step 'setup' failed" in result.last_run_status.message
+    assert "missing.sh" in result.last_run_status.message

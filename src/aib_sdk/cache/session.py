@@ -236,7 +236,7 @@ class StepCache:
 
     def context_for(self, index: int) -> tuple[RunContext, PinnedFetcher | None]:
         """The run context a step runs with: its prefetched inputs pinned."""
-        if index >= len(self.slots) or not self.slots[index].pins:
+        if self.store is None or index >= len(self.slots):
             return self.ctx, None
         fetcher = PinnedFetcher(self.ctx.fetcher, self.slots[index].pins)
         return dataclasses.replace(self.ctx, fetcher=fetcher), fetcher
