@@ -84,6 +84,20 @@ async def wait_ssh(machine: QemuMachine, port: int, timeout: float = 300) -> flo
     return time.perf_counter() - started
 
 
+async def resume_incoming(qmp: Path) -> None:
+    """The state was saved with the CPUs stopped: wait for the incoming migration, then ``cont``."""
+    while True:
+        try:
+            status = await layers.qmp_execute(qmp, "query-status", {}, timeout=5)
+        except Exception:
+            await anyio.sleep(0.05)
+            continue
+        if status.get("status") in ("paused", "postmigrate", "running") and status.get("status") != "inmigrate":
+            break
+        await anyio.sleep(0.05)
+    await layers.qmp_execute(qmp, "cont", {})
+
+
 async def start(args: list[str], work: Path) -> tuple[int, float]:
     started = time.perf_counter()
     await anyio.run_process(args)
@@ -138,6 +152,8 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
                     if kind == "ram":
                         args += ["-incoming", f"exec:cat {state}"]
                     pid, started = await start(args, work)
+                    if kind == "ram":
+                        await resume_incoming(work / "qmp.sock")
                     await wait_ssh(machine, port)
                     (ram_times if kind == "ram" else disk_times).append(time.perf_counter() - started)
                     await stop(pid)

@@ -293,7 +293,7 @@ class StepCache:
                 run_id=self.ctx.run_id,
                 source_version=self.image.exact_version,
             )
-            outcome = await anyio.to_thread.run_sync(store.publish, temp, info)
+            outcome, lease = await anyio.to_thread.run_sync(store.publish_leased, temp, info)
         except Exception as exc:
             self.stop(f"storing the layer after step {slot.name!r} failed: {exc}")
             return None
@@ -303,7 +303,6 @@ class StepCache:
         if outcome == "exists":
             self.stop(f"another build stored the layer of step {slot.name!r} first")
             return None
-        lease = await anyio.to_thread.run_sync(store.lease, [info.key])
         if lease is not None:
             self._leases.append(lease)
         slot.stored = True

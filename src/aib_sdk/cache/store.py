@@ -250,12 +250,19 @@ class LayerStore:
 
     def publish(self, temp: TempLayer, info: LayerInfo) -> Literal["stored", "exists"]:
         """Make ``temp`` the layer ``info.key``; ``"exists"`` (and ``temp`` dropped) if another build was first."""
+        outcome, lease = self.publish_leased(temp, info)
+        if lease is not None:
+            lease.close()
+        return outcome
+
+    def publish_leased(self, temp: TempLayer, info: LayerInfo) -> tuple[Literal["stored", "exists"], Lease | None]:
+        """:meth:`publish`, and a lease on the new layer taken before any pruner can see it."""
         fsync_file(temp.path)
         info.size = temp.path.stat().st_size
         try:
             with self.locked():
                 if self.get(info.key) is not None:
-                    return "exists"
+                    return "exists", None
                 final = self.data / info.file
                 with contextlib.suppress(FileNotFoundError):
                     final.unlink()  # a file without a record: left by a crash, used by nobody
@@ -268,7 +275,7 @@ class LayerStore:
                     os.fsync(fh.fileno())
                 record.replace(self.record_path(info.key))
                 _fsync_dir(self.index)
-                return "stored"
+                return "stored", self.lease([info.key])
         finally:
             temp.discard()
 
