@@ -3,7 +3,6 @@
 - ``dir``: where layers live (default ``AIB_CACHE/layers``);
 - ``max_size``: the size cap (``20G`` by default; ``0`` or ``none``: no cap); least recently used layers go first;
 - ``enabled``: ``false`` turns the cache off for every build (``--no-cache`` does it for one);
-- ``ram_state``: reserved (see docs/caching.md: RAM state is measured, not used).
 """
 
 from __future__ import annotations
