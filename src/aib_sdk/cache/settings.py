@@ -1,7 +1,7 @@
 """The step cache's settings (``[cache]`` in aib.toml, or ``AIB_CACHE_<KEY>``) and the size/age parsers.
 
 - ``dir``: where layers live (default ``AIB_CACHE/layers``);
-- ``max_size``: the size cap (``20G`` by default; ``0`` or ``none``: no cap); least recently used layers go first;
+- ``max_size``: the size cap (``20G`` by default; ``none``: no cap); least recently used layers go first;
 - ``enabled``: ``false`` turns the cache off for every build (``--no-cache`` does it for one);
 """
 
@@ -79,7 +79,7 @@ class CacheSettings:
         raw_max = section.get("max_size")
         if raw_max is None:
             max_size: int | None = DEFAULT_MAX_SIZE
-        elif str(raw_max).strip().lower() in ("none", "0", ""):
+        elif str(raw_max).strip().lower() in ("none", ""):
             max_size = None
         else:
             max_size = parse_size(raw_max, what="[cache] max_size")
