@@ -266,3 +266,20 @@ async def test_resume_no_cache_ls_and_prune_from_the_cli(
     assert code == 0 and "removed 2 layer(s)" in out
     assert json.loads((await anyio.to_thread.run_sync(aib, "cache", "ls", "--json"))[1]) == []
     assert (await anyio.to_thread.run_sync(aib, "cache", "prune", "--older-than", "soon"))[0] == 1
+
+
+async def test_a_step_that_reboots_is_cached_once_the_guest_is_back(
+    bench: Bench, tiny_guest_source: dict[str, str]
+) -> None:
+    reboot = {
+        "type": "Shell",
+        "name": "reboot",
+        "inline": ["echo before | sudo tee /before", "sudo reboot", "sleep 60"],
+    }
+    first = await bench.build(bench.template(tiny_guest_source, [reboot, _tee("/after", "one")]))
+    assert first.run_state == "Succeeded", first.last_run_status.message
+    assert any("restarted" in e.line for e in bench.events if isinstance(e, LogLine) and e.source == "reboot")
+    second = await bench.build(bench.template(tiny_guest_source, [reboot, _tee("/after", "two")]))
+    assert second.run_state == "Succeeded", second.last_run_status.message
+    assert bench.cached() == [("reboot", True), ("after", False)]
+    assert await bench.read(second, "/before") == b"before\n" and await bench.read(second, "/after") == b"two\n"
