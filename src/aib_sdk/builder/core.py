@@ -34,8 +34,10 @@ from aib_sdk.staging import (
     load_run,
     new_run_id,
     remove_work,
+    resource_group_record,
     safe_template_name,
     write_record,
+    write_resource_group,
     write_template,
 )
 
@@ -94,6 +96,11 @@ class Builder:
         resumed = await _resumed_run(plan) if plan.options.resume else None
         staging = self.staging = await create_staging(plan.config, plan.name, plan.digest, new_run_id())
         await write_template(staging, plan.loaded.raw_properties)
+        props = plan.loaded.properties
+        group = resource_group_record(
+            plan.name, props.staging_resource_group, props.managed_resource_tags, plan.loaded.location
+        )
+        await write_resource_group(staging, group)
         emit = self._hub.emit
         ctx = RunContext(
             run_id=staging.run_id,
@@ -104,7 +111,11 @@ class Builder:
             options=plan.options,
             emit=emit,
             fetcher=UriFetcher(
-                staging.inputs, emit=emit, uri_map=plan.options.uri_map, base_directory=plan.base_directory
+                staging.inputs,
+                emit=emit,
+                uri_map=plan.options.uri_map,
+                base_directory=plan.base_directory,
+                context=plan.context,
             ),
             plugins=plan.plugins,
         )
@@ -129,7 +140,7 @@ class Builder:
                     self.result = execution.result(staging.directory)
                     if execution.kept_vm is None:
                         await remove_work(staging)
-                    await write_record(staging, _record(self.result, execution, steps, warnings))
+                    await write_record(staging, _record(self.result, execution, steps, warnings, group))
         assert self.result is not None
         return self.result
 
@@ -180,7 +191,11 @@ def _output_detail(output: RunOutput, type_name: str | None) -> dict[str, Any]:
 
 
 def _record(
-    result: BuildResult, execution: Execution, steps: list[dict[str, Any]], warnings: list[str]
+    result: BuildResult,
+    execution: Execution,
+    steps: list[dict[str, Any]],
+    warnings: list[str],
+    group: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``run.json``: the ``--json`` result plus per-region outputs, step timings, phases and warnings."""
     data = result.to_json()
@@ -197,6 +212,8 @@ def _record(
         "steps": steps,
         "warnings": warnings,
         "keptVm": execution.kept_vm,
+        "optimization": execution.optimization or None,
         "cache": execution.cache.report() if execution.cache is not None else None,
+        **(group or {}),
     }
     return data

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import anyio
 import asyncssh
 
 from aib_sdk.artifacts import CommandResult, OsType
+from aib_sdk.communicators.lines import LineBuffer
 from aib_sdk.errors import CommandTimeout, CommunicatorError
 from aib_sdk.protocols import OutputHandler, ProgressHandler
 
@@ -81,6 +83,8 @@ class SshCommunicator:
         self._host_keys = _public_keys(host_keys)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = anyio.Lock()
+        self.environment: dict[str, str] = {}
+        """Variables exported in every command's session (e.g. the host's proxy, when the operator offers it)."""
 
     # Connection ---------------------------------------------------------------------------------------------
 
@@ -177,30 +181,27 @@ class SshCommunicator:
     ) -> CommandResult:
         """Run ``command`` in a new session, streaming its lines; -1 when the connection dropped meanwhile."""
         conn = await self._connection()
+        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in self.environment.items())
         buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
         sizes = {"stdout": 0, "stderr": 0}
         try:
-            process = await conn.create_process(command, stdin=asyncssh.DEVNULL, encoding=None)
+            process = await conn.create_process(exports + command, stdin=asyncssh.DEVNULL, encoding=None)
         except (OSError, asyncssh.Error) as exc:
             self._drop()
             raise CommunicatorError(f"cannot start a command on the guest: {exc}") from exc
 
         async def pump(stream: str, reader: asyncssh.SSHReader[bytes]) -> None:
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            pending = ""
+            splitter = LineBuffer()  # linear time, bounded memory whatever the guest prints
             while True:
                 try:
                     chunk = await reader.read(65536)
                 except (OSError, asyncssh.Error):
                     chunk = b""
-                text = decoder.decode(chunk, final=not chunk)
-                pending += text
-                *lines, pending = pending.split("\n")
-                if not chunk and pending:
-                    lines.append(pending)
-                    pending = ""
+                lines = splitter.feed(decoder.decode(chunk, final=not chunk))
+                if not chunk:
+                    lines += splitter.flush()
                 for line in lines:
-                    line = line.rstrip("\r")
                     if sizes[stream] < OUTPUT_LIMIT:
                         buffers[stream].append(line)
                         sizes[stream] += len(line) + 1

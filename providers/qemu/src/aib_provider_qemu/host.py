@@ -1,8 +1,9 @@
 """``QemuBuildHost``: boots a :class:`DiskImage` in QEMU (TCG, or KVM when a probe shows it works).
 
 The base image is never written: the VM runs on a qcow2 overlay in the run's work directory (grown to
-``osDiskSizeGB``), with ``additionalDataDisks`` as extra qcow2 disks, user-mode networking restricted to the guest
-(``restrict=on``) and one host port on 127.0.0.1 forwarded to the guest's SSH port (Windows: its WinRM port).
+``osDiskSizeGB``), with ``additionalDataDisks`` as extra qcow2 disks, the ``[qemu] network``
+(:mod:`aib_provider_qemu.network`: outbound NAT by default) and one host port on 127.0.0.1 forwarded to the guest's
+SSH port (Windows: its WinRM port).
 ``cloud-init`` images get a NoCloud seed with a fresh client key and pinned host keys; ``static`` images use the
 ``ssh_*`` settings. Windows images (:mod:`aib_provider_qemu.windows`) get a cloudbase-init config drive creating the
 build user with a per-build password, or use the ``winrm_*`` settings.
@@ -27,6 +28,7 @@ import anyio.to_thread
 from aib_provider_qemu import accel as accel_mod
 from aib_provider_qemu import seed, vmsizes, windows
 from aib_provider_qemu.machine import QemuMachine
+from aib_provider_qemu.network import Network, network_for, nic_args
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
@@ -35,6 +37,7 @@ from aib_sdk.communicators.winrm import WinRMCommunicator
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildHostError, CommunicatorError
+from aib_sdk.private_files import write_private
 from aib_sdk.protocols import Communicator, Machine, VmRequest
 
 GIB = 1024**3
@@ -87,6 +90,7 @@ def qemu_command(
     guest_port: int | None = None,
     ovmf_vars: Path | None = None,
     nic_model: str | None = None,
+    network: Network | None = None,
 ) -> list[str]:
     """The QEMU command line of a build VM (daemonized; serial to a file; QMP on a unix socket).
 
@@ -134,7 +138,7 @@ def qemu_command(
         ]
     elif seed_iso is not None:
         args += _drive_args("virtio", "seed", seed_iso, "raw", "aib-seed", readonly=True)
-    args += ["-nic", f"user,restrict=on,model={model},hostfwd=tcp:127.0.0.1:{port}-:{guest_port}"]
+    args += nic_args(network or Network(), model=model, port=port, guest_port=guest_port)
     if is_windows:
         args += ["-rtc", "base=localtime,clock=host"]
     args += ["-device", "virtio-rng-pci"]
@@ -168,6 +172,19 @@ async def choose_accel(settings: QemuSettings, kernel: Path | None) -> accel_mod
         cached = await accel_mod.probe(test_boot=test_boot)
         _ACCEL_CACHE[settings.binary] = cached
     return cached
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy")
+
+
+def proxy_environment(env: dict[str, str]) -> dict[str, str]:
+    """The host's proxy variables (``[qemu] offer_proxy``), in both spellings, for the steps' sessions."""
+    out: dict[str, str] = {}
+    for name in PROXY_VARIABLES:
+        value = env.get(name) or env.get(name.upper())
+        if value:
+            out[name] = out[name.upper()] = value
+    return out
 
 
 def _read_host_key_setting(value: str) -> list[str]:
@@ -206,6 +223,11 @@ class QemuBuildHost:
             "networks": section.get("networks"),
         }
 
+    async def preflight(self, vm: VmRequest, ctx: RunContext) -> None:
+        """Before anything starts: the settings parse and ``vnetConfig.subnetId`` maps to a network."""
+        settings = QemuSettings.from_config(ctx.config)
+        network_for(settings.network, settings.networks, vm.extra.get("subnetId"))
+
     def start(self, image: DiskImage, vm: VmRequest, ctx: RunContext) -> AbstractAsyncContextManager[Machine]:
         """Boot ``image`` and yield a ready :class:`QemuMachine`; the VM is gone when the context exits."""
         return cast("AbstractAsyncContextManager[Machine]", self._run(image, vm, ctx))
@@ -215,6 +237,7 @@ class QemuBuildHost:
         settings = QemuSettings.from_config(ctx.config)
         if shutil.which(settings.binary) is None:
             raise BuildHostError(f"{settings.binary} not found: install qemu-system-x86 (Debian) or QEMU")
+        network = network_for(settings.network, settings.networks, vm.extra.get("subnetId"))  # before any boot
         vm_id = f"vm-{uuid.uuid4().hex[:10]}"
         directory = (ctx.staging.work / vm_id).absolute()  # QEMU -daemonize runs from /
         await anyio.Path(directory).mkdir(parents=True, exist_ok=False)
@@ -243,7 +266,7 @@ class QemuBuildHost:
             try:
                 async with anyio.create_task_group() as tg:
                     try:
-                        await self._boot(machine, vm, seed_iso, tg)
+                        await self._boot(machine, vm, seed_iso, tg, network)
                         yield machine
                     finally:
                         with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
@@ -294,8 +317,8 @@ class QemuBuildHost:
         seed_iso = directory / "seed.iso"
         await seed.write_seed(seed_iso, user=settings.build_user, keys=keys, instance_id=f"aib-{ctx.run_id}")
         client_key = directory / "id_ed25519"
-        await anyio.Path(client_key).write_bytes(bytes(keys.client.export_private_key("openssh")))
-        await anyio.Path(client_key).chmod(0o600)
+        private = bytes(keys.client.export_private_key("openssh"))
+        await anyio.to_thread.run_sync(write_private, client_key, private)  # created 0600: no chmod window
         comm = SshCommunicator(username=settings.build_user, client_keys=[keys.client], host_keys=keys.host_public)
         return comm, seed_iso, client_key, None
 
@@ -312,7 +335,14 @@ class QemuBuildHost:
         )
         return access, seed_iso
 
-    async def _boot(self, machine: QemuMachine, vm: VmRequest, seed_iso: Path | None, tg: anyio.abc.TaskGroup) -> None:
+    async def _boot(
+        self,
+        machine: QemuMachine,
+        vm: VmRequest,
+        seed_iso: Path | None,
+        tg: anyio.abc.TaskGroup,
+        network: Network | None = None,
+    ) -> None:
         image, ctx, settings = machine.image, machine.ctx, machine.settings
         base_info = await disks.info(image.path, image.format)
         size = None
@@ -361,7 +391,12 @@ class QemuBuildHost:
                 '(else use "diskInterface": "ide", an AHCI disk Windows drives natively)',
                 "info",
             )
-        ctx.log("qemu", f"booting {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB)", "info")
+        network = network or Network()
+        ctx.log(
+            "qemu",
+            f"booting {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB, network {network.text})",
+            "info",
+        )
         pidfile = machine.directory / "qemu.pid"
         for attempt in range(5):
             port = free_port()
@@ -383,6 +418,7 @@ class QemuBuildHost:
                 ovmf_vars=ovmf_vars,
                 nic_model=image.attributes.get("nic_model")
                 or (settings.windows_nic_model if image.os_type == "Windows" else None),
+                network=network,
             )
             result = await anyio.run_process(args, check=False)
             if result.returncode == 0:
@@ -398,6 +434,8 @@ class QemuBuildHost:
         else:
             assert isinstance(machine.communicator, SshCommunicator)
             machine.communicator.port = port
+            if settings.offer_proxy:
+                machine.communicator.environment = proxy_environment(dict(ctx.config.env))
             known = machine.directory / "known_hosts"
             await anyio.Path(known).write_text(
                 "".join(f"[127.0.0.1]:{port} {key}\n" for key in machine.communicator.pinned_host_keys)
