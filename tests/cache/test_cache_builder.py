@@ -240,12 +240,16 @@ async def test_windows_guests_cache_too(layered: FakePlugin, run_build: RunBuild
 async def test_lru_eviction_keeps_the_store_under_max_size(
     layered: FakePlugin, run_build: RunBuild, monkeypatch: pytest.MonkeyPatch, cache_dir: Path
 ) -> None:
-    monkeypatch.setenv("AIB_CACHE_MAX_SIZE", "600")  # bytes: room for a few fake layers
-    for n in range(6):
+    await run_build(_template("echo build 0 " + "x" * 100))
+    (layer,) = (cache_dir / "data").iterdir()
+    cap = int(layer.stat().st_size * 2.5)  # room for two fake layers of this size
+    monkeypatch.setenv("AIB_CACHE_MAX_SIZE", str(cap))
+    for n in range(1, 6):
         result, _ = await run_build(_template(f"echo build {n} " + "x" * 100))
         assert result.run_state == "Succeeded"
-    sizes = [p.stat().st_size for p in (cache_dir / "data").iterdir()]
-    assert sum(sizes) <= 600 and len(sizes) < 6
+    kept = sorted((cache_dir / "data").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert sum(p.stat().st_size for p in kept) <= cap and len(kept) == 2
+    assert "echo build 5" in kept[-1].read_text()  # the most recent layer stays
 
 
 class SneakySpec(StepSpec):
