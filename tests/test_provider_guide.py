@@ -15,7 +15,9 @@ def test_every_file_block_of_the_guide_is_the_file_it_names() -> None:
     blocks = re.findall(r"```\w*\n# (examples/\S+)\n(.*?)```", GUIDE.read_text(), re.S)
     assert {name for name, _ in blocks} >= {
         "examples/aib-provider-hello/pyproject.toml",
-        "examples/aib-provider-hello/src/aib_provider_hello/__init__.py",
+        "examples/aib-provider-hello/src/aib_provider_hello/specs.py",
+        "examples/aib-provider-hello/src/aib_provider_hello/hooks.py",
+        "examples/aib-provider-hello/src/aib_provider_hello/provider.py",
         "examples/aib-provider-hello/tests/test_hello.py",
     }
     for name, body in blocks:

@@ -41,6 +41,10 @@ class BuildOptions:
     - ``max_parallel_targets``: how many distribution targets publish at once.
     - ``http_transport``: an ``httpx.AsyncBaseTransport`` every provider's HTTP traffic goes through (httpx's
       transport seam: a mock, a proxy, an instrumented pool); the runtime's retries wrap it.
+    - ``cache``: the step cache (on by default; ``False`` is ``--no-cache``): boot from the longest stored prefix of
+      the template's steps and keep a disk layer after each step that runs (docs/caching.md).
+    - ``resume``: ``--resume [RUN_ID]``: a run id, or ``"latest"`` (the template's last run); reuses every layer
+      before the first changed or failed step of that run and reports it.
     """
 
     params: dict[str, str] = field(default_factory=dict)
@@ -59,6 +63,8 @@ class BuildOptions:
     trust_on_first_use: bool = False
     max_parallel_targets: int = 8
     http_transport: httpx.AsyncBaseTransport | None = None
+    cache: bool = True
+    resume: str | None = None
     base_directory: Path | None = None
     """Directory that relative paths in the template (scripts, files) are resolved against."""
     context: Path | None = None

@@ -1,21 +1,22 @@
 from pathlib import Path
 
-import aib_provider_hello as hello
 import pytest
+from aib_provider_hello import hooks
+from aib_provider_hello.provider import Folder, Motd
 
 from aib_sdk.testing.conformance import CustomizerConformance, DistributorConformance
 from aib_sdk.testing.fakes import fake_template
 
 
 class TestMotd(CustomizerConformance):
-    customizer = hello.Motd
+    customizer = Motd
 
     def step(self, where: Path) -> dict:
         return {"type": "Motd", "message": "built by aib"}
 
 
 class TestFolder(DistributorConformance):
-    distributor = hello.Folder
+    distributor = Folder
 
     def target(self, where: Path) -> dict:
         return {"type": "Folder", "path": str(where), "runOutputName": "web"}
@@ -26,7 +27,7 @@ class TestFolder(DistributorConformance):
 
 @pytest.mark.anyio
 async def test_a_build_uses_both(aib_register, aib_fakes, aib_build, tmp_path: Path) -> None:
-    aib_register(hello, name="aib-provider-hello")
+    aib_register(hooks, name="aib-provider-hello")
     aib_fakes.world.on_command("tee /etc/motd", stdout="built by aib\n")
     template = fake_template(steps=0, targets=0)
     template["customize"] = [{"type": "Motd", "message": "built by aib"}]

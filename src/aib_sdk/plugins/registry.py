@@ -6,11 +6,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
-
 from aib_sdk.errors import PluginError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
 
 SpecKind = Literal["source", "customizer", "validator", "distributor"]
@@ -28,6 +28,8 @@ REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
 
 def check_spec_model(entry: Any, plugin: str) -> None:
     """Refuse an ``aib_register_spec_models`` entry that is not ``(kind, model)`` with a usable model."""
+    from pydantic import BaseModel
+
     kind, model = entry if isinstance(entry, tuple) and len(entry) == 2 else (None, None)
     if kind not in SPEC_KINDS or not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise PluginError(f"plugin {plugin!r}: spec model entry {entry!r} is not (kind, pydantic model)")
@@ -40,6 +42,8 @@ def check_spec_model(entry: Any, plugin: str) -> None:
 def check_class(kind: str, cls: Any, plugin: str) -> None:
     """Refuse a registered class that is not a class, lacks a required member or has an unusable spec model,
     with a :class:`PluginError` naming the plugin, the class and the member."""
+    from pydantic import BaseModel
+
     name = getattr(cls, "__qualname__", repr(cls))
     if not isinstance(cls, type):
         raise PluginError(f"plugin {plugin!r}: registered {kind} {name} is not a class")

@@ -19,17 +19,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 import anyio
 import anyio.to_thread
-import httpx
 
 from aib_sdk.errors import ChecksumError, FetchError
 
-from .http import is_transient
 from .retry import DEFAULT_POLICY, RETRY_STATUS, RetriesExhausted, RetryableError, RetryPolicy, retry_after, retrying
+
+if TYPE_CHECKING:
+    import httpx  # only a download needs it: the path rule and the lock do not load the HTTP stack
 
 CHUNK = 1 << 20
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -194,6 +195,10 @@ async def download_verified(
     and :class:`ChecksumError` raised. ``client`` should not retry itself (``http_client(retry=False)``).
     ``shown``: the URL as errors and logs may show it (no secrets); ``log`` receives resume notes.
     """
+    import httpx
+
+    from .http import is_transient
+
     shown = shown or url
     say: LogCallback = log or (lambda _message: None)
     job = _Transfer(url, part, shown, progress)

@@ -9,16 +9,18 @@ terminal. Every poll waits ``Retry-After`` (or the client's poll interval).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from aib_provider_azure.blob import AZURE_POLICY
 from aib_provider_azure.credentials import TokenProvider
 from aib_sdk.errors import ConflictError, DistributeError
 from aib_sdk.runtime import RetryPolicy, retry_after
 from aib_sdk.runtime.http import send_with_retry
+
+if TYPE_CHECKING:
+    import httpx
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "cancelled"})
 COMPUTE_API = "2024-03-02"

@@ -6,19 +6,18 @@ import base64
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from aib_provider_azure.credentials import TokenProvider
-from aib_provider_azure.settings import STORAGE_SCOPE, BlobRef, StorageAccount
-from aib_provider_azure.sharedkey import STORAGE_VERSION, SharedKeyAuth
+from aib_provider_azure.settings import STORAGE_SCOPE, STORAGE_VERSION, BlobRef, StorageAccount
 from aib_sdk.errors import ConflictError, DistributeError
 from aib_sdk.runtime import RetryPolicy
-from aib_sdk.runtime.http import send_with_retry
 
 AZURE_POLICY = RetryPolicy(attempts=6, base=0.5, cap=60.0)
 """Azure's services ask for long ``Retry-After`` waits under throttling: more attempts and a higher cap."""
+
+if TYPE_CHECKING:
+    import httpx
 
 _MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.S)
 
@@ -60,6 +59,8 @@ class BlobService:
         ok: tuple[int, ...] = (200, 201, 202),
     ) -> httpx.Response:
         """Send one signed request with retries; raise :func:`storage_error` unless the status is in ``ok``."""
+        from aib_provider_azure.sharedkey import SharedKeyAuth  # an httpx.Auth: imported with the first request
+
         auth: httpx.Auth | None = SharedKeyAuth(account.name, account.key) if account.key else None
         self.calls[what] = self.calls.get(what, 0) + 1
 
@@ -72,6 +73,8 @@ class BlobService:
                 flow = auth.auth_flow(request)
                 request = next(flow)
             return request
+
+        from aib_sdk.runtime.http import send_with_retry  # the HTTP stack loads with the first request
 
         response = await send_with_retry(
             self.client, build, what=f"{what} {url}", policy=self.policy, error=DistributeError

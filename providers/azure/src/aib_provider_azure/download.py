@@ -6,17 +6,19 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from aib_provider_azure.blob import AZURE_POLICY, storage_error
 from aib_provider_azure.ranges import CHUNK, is_zero
-from aib_provider_azure.sharedkey import STORAGE_VERSION
+from aib_provider_azure.settings import STORAGE_VERSION
 from aib_sdk.errors import DistributeError
 from aib_sdk.protocols import ProgressHandler
 from aib_sdk.runtime import bounded_map, cleanup_scope
-from aib_sdk.runtime.http import send_with_retry
+
+if TYPE_CHECKING:
+    import httpx
 
 _RANGE = re.compile(r"<PageRange><Start>(\d+)</Start><End>(\d+)</End></PageRange>")
 
@@ -35,6 +37,8 @@ def _with_query(url: str, extra: str) -> str:
 async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str], what: str) -> httpx.Response:
     async def build() -> httpx.Request:
         return client.build_request("GET", url, headers={"x-ms-version": STORAGE_VERSION, **headers})
+
+    from aib_sdk.runtime.http import send_with_retry  # the HTTP stack loads with the first request
 
     response = await send_with_retry(client, build, what=what, policy=AZURE_POLICY, error=DistributeError)
     if response.status_code not in (200, 206):

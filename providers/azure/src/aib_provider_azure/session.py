@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from aib_provider_azure.arm import ArmClient
 from aib_provider_azure.blob import BlobService
 from aib_provider_azure.credentials import TokenProvider
 from aib_provider_azure.settings import AzureSettings
 from aib_sdk.runtime import cleanup_scope
-from aib_sdk.runtime.http import http_client
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class AzureSession:
@@ -21,6 +21,10 @@ class AzureSession:
     def __init__(
         self, settings: AzureSettings, credential: Any = None, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
+        import httpx  # imported when a session opens: registering the provider does not load it
+
+        from aib_sdk.runtime.http import http_client
+
         self.settings = settings
         self.tokens = TokenProvider(credential)
         limit = max(16, settings.upload_concurrency * 2)

@@ -23,7 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from aib_provider_qemu.url_source import DiskImageSource, UrlDiskSource
+from aib_provider_qemu.specs import DiskImageSource
+from aib_provider_qemu.url_source import UrlDiskSource
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.bases import SourceBase
 from aib_sdk.config import Config

@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.to_thread
-import httpx
-from pydantic import field_validator
 
+from aib_provider_qemu.specs import DiskImageSource as DiskImageSource  # re-exported: its former home
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskFormat, DiskImage
 from aib_sdk.bases import SourceBase
@@ -24,41 +23,16 @@ from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ChecksumError, FetchError, SourceError, UsageError
 from aib_sdk.fetch import apply_uri_map, redact_uri
-from aib_sdk.models.specs import AibModel
 from aib_sdk.routing import uri_scheme
 from aib_sdk.runtime.download import download_verified, file_lock
 from aib_sdk.runtime.download import local_path as runtime_local_path
 from aib_sdk.runtime.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    import httpx  # imported on first download: registering the source does not load it
+
 PROVIDER = "qemu"
 DOWNLOAD_POLICY = RetryPolicy(attempts=6, base=0.4, cap=5.0)
-_SHA256_HEX = frozenset("0123456789abcdef")
-
-
-class DiskImageSource(AibModel):
-    """``{"type": "DiskImage", "uri": "file:///…|https://…", "format", "sha256Checksum", …}``."""
-
-    type: Literal["DiskImage"]
-    uri: str
-    format: Literal["qcow2", "raw", "vpc", "vmdk"] | None = None
-    sha256_checksum: str = ""
-    os_type: Literal["Linux", "Windows"] = "Linux"
-    hyper_v_generation: Literal["V1", "V2"] = "V1"
-    kernel: str | None = None
-    initrd: str | None = None
-    kernel_args: str | None = None
-    disk_interface: Literal["virtio", "nvme", "scsi", "ide"] = "virtio"
-    access: Literal["cloud-init", "static"] | None = None
-
-    @field_validator("sha256_checksum")
-    @classmethod
-    def _hex_digest(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value and (len(value) != 64 or not set(value) <= _SHA256_HEX):
-            raise ValueError("sha256Checksum must be 64 hexadecimal digits")
-        return value
-
-
 # Local files ---------------------------------------------------------------------------------------------------
 
 
@@ -108,6 +82,8 @@ async def check_format(path: Path, declared: DiskFormat | None) -> DiskFormat:
 
 
 def _client(ctx: RunContext) -> httpx.AsyncClient:
+    import httpx
+
     ca_bundle = ctx.config.get(PROVIDER, "ca_bundle")
     return ctx.http_client(
         retry=False,  # download_verified retries (and resumes) itself
@@ -122,10 +98,12 @@ async def download_image(url: str, sha256: str, ctx: RunContext, *, label: str |
     With an empty ``sha256`` the image is downloaded (and cached by the digest it turns out to have) but not
     verified; a warning says so.
     """
+    from urllib.parse import urlparse
+
     images = anyio.Path(ctx.cache_dir / "images")
     await images.mkdir(parents=True, exist_ok=True)
     shown = redact_uri(url)
-    name = label or PurePosixPath(httpx.URL(url).path).name or "image"
+    name = label or PurePosixPath(urlparse(url).path).name or "image"
     if sha256:
         final = images / sha256
         if await final.exists():
@@ -189,7 +167,9 @@ class UrlDiskSource(SourceBase[DiskImageSource]):
             path = local_path(uri, base)
             if not await anyio.Path(path).is_file():
                 raise SourceError(f"source disk not found: {path}")
-            digest = await disks.sha256_file(path, lambda done, total: ctx.progress("verify", path.name, done, total))
+            digest = await disks.cached_sha256(
+                path, ctx.cache_dir, lambda done, total: ctx.progress("verify", path.name, done, total)
+            )
             if spec.sha256_checksum and digest != spec.sha256_checksum:
                 raise ChecksumError(uri, spec.sha256_checksum, digest)
         else:
