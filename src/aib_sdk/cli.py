@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from aib_sdk.errors import AibError, Issue, PluginError, TemplateError, UsageError
-from aib_sdk.runtime import first_error
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
@@ -417,6 +416,8 @@ def _main(arguments: list[str]) -> int:
 def _failure(exc: BaseException, debug: bool) -> int:
     """The exit code for an exception that reached the top, after printing one line about it."""
     if isinstance(exc, BaseExceptionGroup):
+        from aib_sdk.runtime import first_error  # only on a failure: the runtime imports asyncio
+
         exc = first_error(exc)
     if isinstance(exc, SystemExit):  # --help, --version, or a command that called sys.exit
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -72,7 +72,7 @@ async def test_unchanged_rebuild_reuses_every_layer(layered: FakePlugin, run_bui
     assert [s["cached"] for s in record["details"]["steps"] if s["phase"] == "customize"] == [True, True, True]
     assert any("3 of 3 step(s) cached" in e.line for e in aib_events.of_kind(LogLine) if e.source == "cache")
     # The --json shape is unchanged: the cache facts live in run.json and the events.
-    assert set(second.to_json()) == set(first.to_json())
+    assert set(second.to_dict()) == set(first.to_dict())
 
 
 async def test_changing_the_last_step_reruns_only_it_and_leaves_no_stale_state(

@@ -50,6 +50,7 @@ class TestShell(CustomizerConformance):
 
 class TestFile(CustomizerConformance):
     customizer = FileStep
+    runs_commands = False  # it only uploads
 
     def step(self, where: Path) -> dict[str, Any]:
         where.mkdir(parents=True, exist_ok=True)
