@@ -143,6 +143,9 @@ def build_parser(plugins: PluginManager | None = None) -> Parser:
     _config_option(p)
     p.set_defaults(func=cmd_delete)
 
+    from aib_sdk.cli_temporal import add_temporal_commands
+
+    add_temporal_commands(sub)
     if plugins is not None:
         plugins.add_cli_commands(sub)
     return parser

@@ -52,3 +52,5 @@ class BuildOptions:
     max_parallel_targets: int = 8
     base_directory: Path | None = None
     """Directory that relative paths in the template (scripts, files) are resolved against."""
+    run_id: str | None = None
+    """The run id to use instead of a fresh one (a remote engine names the run before it starts)."""

@@ -81,7 +81,8 @@ class Builder:
 
     async def _run(self) -> BuildResult:
         plan = self.plan = await make_plan(self.template, self.options)
-        staging = self.staging = await create_staging(plan.config, plan.name, plan.digest, new_run_id())
+        run_id = self.options.run_id or new_run_id()
+        staging = self.staging = await create_staging(plan.config, plan.name, plan.digest, run_id)
         await write_template(staging, plan.loaded.raw_properties)
         emit = self._hub.emit
         ctx = RunContext(

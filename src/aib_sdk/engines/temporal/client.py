@@ -1,0 +1,185 @@
+"""Submitting builds: ``TemporalEngine(settings).submit(template, options)`` → :class:`RemoteRun`.
+
+```python
+run = await TemporalEngine(TemporalSettings(address="temporal:7233")).submit("web.json", BuildOptions())
+async for event in run.events():      # the same typed events as a local build, a fraction of a second late
+    ...
+result = await run.result()            # the same BuildResult
+await run.cancel()                     # → Canceled; the worker cleans up
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aib_sdk.artifacts import RunOutput
+from aib_sdk.errors import AibError, UsageError
+from aib_sdk.events import EVENT_ADAPTER, Event
+from aib_sdk.options import BuildOptions
+from aib_sdk.result import BuildResult, LastRunStatus
+
+from .settings import TemporalSettings
+from .workflow import WORKFLOW_NAME
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHandle
+
+    from aib_sdk.builder.plan import TemplateInput
+
+POLL_SECONDS = 0.3
+FINAL_STATES = ("Succeeded", "PartiallySucceeded", "Failed", "Canceled")
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def result_from_json(data: Mapping[str, Any]) -> BuildResult:
+    """Rebuild a :class:`BuildResult` from its ``to_json()`` form."""
+    status = data.get("lastRunStatus") or {}
+    outputs = {
+        name: RunOutput(
+            run_output_name=name,
+            artifact_id=out.get("artifactId"),
+            artifact_uri=out.get("artifactUri"),
+            provisioning_state=out.get("provisioningState", "Succeeded"),
+            error=out.get("error"),
+        )
+        for name, out in (data.get("runOutputs") or {}).items()
+    }
+    staging = data.get("stagingDirectory")
+    return BuildResult(
+        run_id=str(data.get("runId", "")),
+        template_name=str(data.get("templateName", "")),
+        last_run_status=LastRunStatus(
+            run_state=status.get("runState", "Failed"),
+            run_sub_state=status.get("runSubState", "Queued"),
+            message=status.get("message", ""),
+            start_time=_time(status.get("startTime")),
+            end_time=_time(status.get("endTime")),
+        ),
+        run_outputs=outputs,
+        source_exact_version=(data.get("source") or {}).get("exactVersion"),
+        staging_directory=Path(staging) if staging else None,
+    )
+
+
+class RemoteRun:
+    """A build running on the cluster (its workflow id is the run id)."""
+
+    def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
+        self.handle = handle
+        self._result: BuildResult | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.handle.id
+
+    async def progress(self, since: int = 0) -> dict[str, Any]:
+        """The workflow's state: ``events`` after ``since``, ``next``, ``state``, ``attempts`` and ``result``."""
+        data: dict[str, Any] = await self.handle.query("progress", since)
+        return data
+
+    async def events(self, *, poll: float = POLL_SECONDS) -> AsyncIterator[Event]:
+        """Every event of the run, earlier ones first, until the workflow has closed."""
+        cursor = 0
+        while True:
+            closed = await self._closed()
+            data = await self.progress(cursor)
+            cursor = int(data["next"])
+            for raw in data["events"]:
+                yield EVENT_ADAPTER.validate_python(raw)
+            if closed:
+                return
+            await asyncio.sleep(poll)
+
+    async def _closed(self) -> bool:
+        description = await self.handle.describe()
+        return description.close_time is not None
+
+    async def result(self) -> BuildResult:
+        """The run's :class:`BuildResult` once the workflow has closed (Canceled when it was cancelled)."""
+        if self._result is not None:
+            return self._result
+        from temporalio.client import WorkflowFailureError
+        from temporalio.exceptions import ApplicationError, CancelledError
+
+        try:
+            data = await self.handle.result()
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            if isinstance(cause, CancelledError):
+                data = (await self.progress(10**9)).get("result") or {
+                    "runId": self.run_id,
+                    "lastRunStatus": {"runState": "Canceled", "message": "the build was canceled"},
+                }
+            elif isinstance(cause, ApplicationError) and cause.type in ("TemplateError", "UsageError"):
+                raise UsageError(f"the worker refused the build: {cause.message}") from None
+            else:
+                raise AibError(f"remote run {self.run_id} failed: {cause or exc}") from None
+        self._result = result_from_json(data)
+        return self._result
+
+    async def cancel(self) -> None:
+        """Ask the cluster to cancel the run (the worker cancels the Builder, which cleans everything up)."""
+        await self.handle.cancel()
+
+
+class TemporalEngine:
+    """Runs builds on a Temporal cluster's ``aib worker`` processes."""
+
+    def __init__(self, settings: TemporalSettings, client: Client | None = None) -> None:
+        self.settings = settings
+        self._client = client
+
+    async def client(self) -> Client:
+        if self._client is None:
+            self._client = await self.settings.connect()
+        return self._client
+
+    async def submit(self, template: TemplateInput, options: BuildOptions | None = None) -> RemoteRun:
+        """Plan the build locally, upload its local inputs, and start its workflow; return at once."""
+        from .request import make_request
+
+        request, _ = await make_request(template, options or BuildOptions(), self.settings)
+        client = await self.client()
+        handle = await client.start_workflow(
+            WORKFLOW_NAME,
+            request,
+            id=request["runId"],
+            task_queue=self.settings.task_queue,
+            memo={"templateName": request["templateName"], "needs": request["needs"]},
+        )
+        return RemoteRun(handle)
+
+    async def run(self, run_id: str) -> RemoteRun:
+        """A handle on an existing run."""
+        client = await self.client()
+        return RemoteRun(client.get_workflow_handle(run_id))
+
+    async def list_runs(self, template: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent runs, newest first: run id, template, Temporal status, start and close time."""
+        client = await self.client()
+        rows: list[dict[str, Any]] = []
+        async for wf in client.list_workflows(f"WorkflowType = '{WORKFLOW_NAME}'", limit=limit):
+            memo = await wf.memo()
+            name = memo.get("templateName")
+            if template and name != template:
+                continue
+            rows.append(
+                {
+                    "runId": wf.id,
+                    "templateName": name,
+                    "status": wf.status.name if wf.status else None,
+                    "startTime": wf.start_time.isoformat() if wf.start_time else None,
+                    "endTime": wf.close_time.isoformat() if wf.close_time else None,
+                }
+            )
+        return rows
