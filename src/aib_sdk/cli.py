@@ -421,3 +421,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(arguments)
     except BaseException as exc:
         return _failure(exc, os.environ.get("AIB_DEBUG", "") not in ("", "0"))
+
+
+def console() -> NoReturn:
+    """The ``aib`` console script: :func:`main`, then exit. After a Temporal command the process ends with
+    ``os._exit`` once stdout/stderr are flushed: temporalio's native threads can abort interpreter shutdown
+    (temporalio/sdk-python#300)."""
+    code = main()
+    if "temporalio" in sys.modules:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -116,6 +116,7 @@ class Cluster:
             AIB_TEMPORAL_ARTIFACT_STORE=str(self.store),
             AIB_TEMPORAL_HEARTBEAT_TIMEOUT="6",
             AIB_TEMPORAL_TASK_QUEUE=self.queue,
+            AIB_LOCAL_GALLERY_ROOT=str(self.root / name / "gallery"),
         )
         env.update(extra or {})
         return env

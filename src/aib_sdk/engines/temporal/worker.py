@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ from .inputs import ArtifactStore
 from .settings import TemporalSettings, _identity
 from .workflow import BuildWorkflow
 
+RESERVE_POLL_SECONDS = 0.25
+
 if TYPE_CHECKING:
     from aib_sdk.config import Config
     from aib_sdk.plugins.manager import PluginManager
@@ -41,32 +44,29 @@ if TYPE_CHECKING:
 
 class BuildSlots(CustomSlotSupplier):
     """Build slots shared by every activity worker of this process: a poller may only wait for a build while
-    fewer than ``limit`` builds run here."""
+    fewer than ``limit`` builds run here. (The SDK calls the sync methods from its own threads.)"""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._changed = asyncio.Condition()
+        self._lock = threading.Lock()
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.used < self.limit)
+        while self.used >= self.limit:
+            await asyncio.sleep(RESERVE_POLL_SECONDS)
         return SlotPermit()
 
     def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
         return SlotPermit() if self.used < self.limit else None
 
     def mark_slot_used(self, ctx: SlotMarkUsedContext) -> None:
-        self.used += 1
+        with self._lock:
+            self.used += 1
 
     def release_slot(self, ctx: SlotReleaseContext) -> None:
         if ctx.slot_info is not None:
-            self.used -= 1
-            asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+            with self._lock:
+                self.used -= 1
 
 
 async def run_worker(
