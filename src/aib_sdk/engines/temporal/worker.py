@@ -36,6 +36,8 @@ from .settings import TemporalSettings, _identity
 from .workflow import BuildWorkflow
 
 RESERVE_POLL_SECONDS = 0.25
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+"""Heartbeats reach the server at least this often, so a cancel request reaches a build within about a second."""
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
@@ -52,7 +54,7 @@ class BuildSlots(CustomSlotSupplier):
         self._lock = threading.Lock()
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
-        while self.used >= self.limit:
+        while self.used >= self.limit:  # noqa: ASYNC110 - released from SDK threads; polling keeps it simple
             await asyncio.sleep(RESERVE_POLL_SECONDS)
         return SlotPermit()
 
@@ -109,6 +111,8 @@ async def run_worker(
             tuner=tuner,
             max_concurrent_activity_task_polls=1,
             graceful_shutdown_timeout=shutdown,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         )
         for queue in queues
     ]
@@ -129,5 +133,6 @@ async def run_worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
-        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        with anyio.CancelScope(shield=True):  # a cancelled caller still stops the workers cleanly
+            await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
