@@ -58,7 +58,39 @@ async def scenario(address: str, queue: str) -> dict[str, Any]:
         report["canceled"] = {"result": canceled.to_json(), "state": (await slow.progress())["state"]}
         report["runs"] = await engine.list_runs()
         tg.cancel_scope.cancel()
+    report["handed_back"] = await hand_back(settings, plugins, config)
     return report
+
+
+async def hand_back(settings: TemporalSettings, plugins: PluginManager, config: Config) -> dict[str, Any]:
+    """A worker stopping mid-build (grace 0) hands the build back; a second worker finishes it."""
+    engine = TemporalEngine(settings)
+    first_ready, second_ready = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        first = anyio.CancelScope()
+
+        async def worker_a() -> None:
+            with first:
+                await run_worker(
+                    settings, plugins, config, grace=0, identity="a", on_ready=lambda c, q: first_ready.set()
+                )
+
+        tg.start_soon(worker_a)
+        await first_ready.wait()
+        run = await engine.submit(template(3), BuildOptions(plugins=plugins, config=config))
+        async for event in run.events():
+            if event.kind == "step-started":
+                break
+        first.cancel()  # as SIGTERM does: stop, then cancel and hand back what still runs
+
+        async def worker_b() -> None:
+            await run_worker(settings, plugins, config, identity="b", on_ready=lambda c, q: second_ready.set())
+
+        tg.start_soon(worker_b)
+        result = await run.result()
+        progress = await run.progress()
+        tg.cancel_scope.cancel()
+    return {"result": result.to_json(), "attempts": progress["attempts"]}
 
 
 if __name__ == "__main__":

@@ -34,3 +34,6 @@ def test_submit_events_result_and_cancel(temporal_server: str, tmp_path: Path) -
     assert canceled["result"]["lastRunStatus"]["runState"] == "Canceled"
     assert canceled["state"]["runState"] == "Canceled"
     assert {row["runId"] for row in report["runs"]} >= {ok["runId"], canceled["result"]["runId"]}
+    handed = report["handed_back"]
+    assert handed["result"]["lastRunStatus"]["runState"] == "Succeeded"
+    assert [(a["attempt"], a["worker"]) for a in handed["attempts"]] == [(1, "a"), (2, "b")]

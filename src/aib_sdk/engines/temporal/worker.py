@@ -79,6 +79,7 @@ async def run_worker(
     max_builds: int = 1,
     grace: float = 60.0,
     on_ready: Callable[[Capabilities, list[str]], None] | None = None,
+    identity: str | None = None,
 ) -> None:
     """Serve builds until SIGTERM/SIGINT (or cancellation)."""
     caps = await anyio.to_thread.run_sync(worker_capabilities, plugins, config)
@@ -88,7 +89,7 @@ async def run_worker(
 
         raise UsageError("this machine has no usable build host; install one (e.g. aib-provider-qemu)")
     client = await settings.connect()
-    identity = _identity()
+    identity = identity or _identity()
     store = ArtifactStore(settings.artifact_store) if settings.artifact_store else None
     activities = BuildActivities(plugins, config, caps, store, identity)
     slots = BuildSlots(max_builds)
