@@ -172,6 +172,7 @@ async def cmd_remote_build(args: argparse.Namespace) -> int:
     if args.detach:
         out(run.run_id)
         return 0
+    await _warn_without_workers(engine, run)
     display = make_display(sys.stderr, args.progress)
     interrupted = False
     result = None
@@ -196,6 +197,24 @@ async def cmd_remote_build(args: argparse.Namespace) -> int:
         err(f"aib: run {run.run_id} canceled")
         return CANCELED_EXIT
     return report(result, as_json=args.json)
+
+
+async def _warn_without_workers(engine: TemporalEngine, run: RemoteRun) -> None:
+    from aib_sdk.cli import err
+
+    if run.task_queue is None:
+        return
+    with contextlib.suppress(Exception):  # only a hint; the build waits either way
+        if await engine.pollers(engine.settings.task_queue, workflows=True) == 0:
+            err(
+                f"aib: warning: no aib worker polls task queue {engine.settings.task_queue} on "
+                f"{engine.settings.address}; run {run.run_id} waits in Queued until one does"
+            )
+        elif await engine.pollers(run.task_queue) == 0:
+            err(
+                f"aib: warning: no worker serves {run.task_queue} right now (the build needs "
+                f"{', '.join(run.needs) or 'the core only'}); run {run.run_id} waits in Queued until one does"
+            )
 
 
 def _config(args: argparse.Namespace) -> Any:

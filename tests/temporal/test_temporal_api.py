@@ -37,3 +37,45 @@ def test_submit_events_result_and_cancel(temporal_server: str, tmp_path: Path) -
     handed = report["handed_back"]
     assert handed["result"]["lastRunStatus"]["runState"] == "Succeeded"
     assert [(a["attempt"], a["worker"]) for a in handed["attempts"]] == [(1, "a"), (2, "b")]
+
+
+def test_queued_build_warns_without_workers_and_cancels(cluster, tiny_guest_source, tmp_path) -> None:
+    """No worker has the provider the build needs: the submitter says so; Ctrl-C and ``aib cancel`` end it
+    Canceled while it is queued."""
+    import signal
+    import time
+
+    cluster.start_worker("no-gallery", extra_env={"AIB_DISABLE_PLUGINS": "aib-provider-local-gallery"})
+    gallery = "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/galleries/g/images/tiny"
+    template = tmp_path / "queued.json"
+    template.write_text(
+        json.dumps(
+            {
+                "source": tiny_guest_source,
+                "distribute": [{"type": "SharedImage", "runOutputName": "img", "galleryImageId": gallery}],
+            }
+        )
+    )
+    proc = cluster.popen("build", str(template), "--json", "--progress", "plain")
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "no worker serves" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.readline()
+    assert "waits in Queued" in seen, seen
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert json.loads(stdout)["lastRunStatus"]["runState"] == "Canceled"
+
+    detached = cluster.aib("build", str(template), "--detach")
+    assert detached.returncode == 0, detached.stderr
+    run_id = detached.stdout.strip()
+    assert cluster.aib("cancel", run_id).returncode == 0
+    for _ in range(100):
+        show = json.loads(cluster.aib("show", run_id).stdout)
+        if show["status"] == "CANCELED":
+            break
+        time.sleep(0.2)
+    assert show["status"] == "CANCELED"
+    assert cluster.aib("cancel", "20200101T000000Z-000000").returncode == 1  # an unknown run is a usage error

@@ -77,6 +77,9 @@ class RemoteRun:
     def __init__(self, handle: WorkflowHandle[Any, Any]) -> None:
         self.handle = handle
         self._result: BuildResult | None = None
+        self.task_queue: str | None = None
+        """The capability queue the build waits on (set by :meth:`TemporalEngine.submit`)."""
+        self.needs: list[str] = []
 
     @property
     def run_id(self) -> str:
@@ -89,10 +92,18 @@ class RemoteRun:
 
     async def events(self, *, poll: float = POLL_SECONDS) -> AsyncIterator[Event]:
         """Every event of the run, earlier ones first, until the workflow has closed."""
+        from temporalio.service import RPCError
+
         cursor = 0
         while True:
             closed = await self._closed()
-            data = await self.progress(cursor)
+            try:
+                data = await self.progress(cursor)
+            except RPCError:  # no worker has run the workflow yet (queries need one): nothing to show so far
+                if closed:
+                    return
+                await asyncio.sleep(poll)
+                continue
             cursor = int(data["next"])
             for raw in data["events"]:
                 yield EVENT_ADAPTER.validate_python(raw)
@@ -157,7 +168,27 @@ class TemporalEngine:
             task_queue=self.settings.task_queue,
             memo={"templateName": request["templateName"], "needs": request["needs"]},
         )
-        return RemoteRun(handle)
+        run = RemoteRun(handle)
+        run.task_queue, run.needs = request["activityQueue"], list(request["needs"])
+        return run
+
+    async def pollers(self, task_queue: str, *, workflows: bool = False) -> int:
+        """How many workers poll ``task_queue`` for builds (or, with ``workflows``, for workflow tasks) right now."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        client = await self.client()
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+                if workflows
+                else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
+        )
+        return len(response.pollers)
 
     async def run(self, run_id: str) -> RemoteRun:
         """A handle on an existing run."""
