@@ -67,18 +67,19 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise SystemExit(f"temporal did not listen on {port}")
 
 
-def _outside(result: BuildResult, elapsed: float) -> float:
-    """Seconds of ``elapsed`` spent outside the build's own run (its start to end time)."""
+def _outside(result: BuildResult, elapsed: float) -> tuple[float, float]:
+    """Seconds of ``elapsed`` spent outside the build's own run (its start to end time), and that run time."""
     status = result.last_run_status
     assert status.start_time and status.end_time
-    return elapsed - (status.end_time - status.start_time).total_seconds()
+    run = (status.end_time - status.start_time).total_seconds()
+    return elapsed - run, run
 
 
-async def run_local(work: Path, builds: int, cache: Path) -> tuple[float, list[float]]:
+async def run_local(work: Path, builds: int, cache: Path) -> tuple[float, list[tuple[float, float]]]:
     env = {**os.environ, "AIB_HOME": str(work / "local-home"), "AIB_CACHE": str(cache)}
     config = Config({}, env)
 
-    async def one(index: int) -> float:
+    async def one(index: int) -> tuple[float, float]:
         out = work / "local" / f"{index}.qcow2"
         started = time.perf_counter()
         result = await Builder(template(out, index), options=BuildOptions(config=config)).run()
@@ -91,13 +92,13 @@ async def run_local(work: Path, builds: int, cache: Path) -> tuple[float, list[f
     return time.perf_counter() - started, outside
 
 
-async def run_remote(work: Path, builds: int, address: str, queue: str) -> tuple[float, list[float]]:
+async def run_remote(work: Path, builds: int, address: str, queue: str) -> tuple[float, list[tuple[float, float]]]:
     from aib_sdk.engines.temporal import TemporalEngine, TemporalSettings
 
     engine = TemporalEngine(TemporalSettings(address=address, task_queue=queue))
     config = Config({}, {**os.environ, "AIB_HOME": str(work / "submit-home")})
 
-    async def one(index: int) -> float:
+    async def one(index: int) -> tuple[float, float]:
         out = work / "remote" / f"{index}.qcow2"
         started = time.perf_counter()
         run = await engine.submit(template(out, index), BuildOptions(config=config))
@@ -133,13 +134,15 @@ async def measure(work: Path, builds: int, address: str, cache: Path) -> dict[st
     print(f"{builds} builds locally, {LANES} at a time: {local:.1f} s", file=sys.stderr)
     remote, remote_outside = await run_remote(work, builds, address, "bench")
     print(f"{builds} builds through Temporal (2 workers): {remote:.1f} s", file=sys.stderr)
-    overhead = statistics.median(remote_outside) - statistics.median(local_outside)
+    overhead = statistics.median(o for o, _ in remote_outside) - statistics.median(o for o, _ in local_outside)
     return {
         "benchmark": "temporal",
         "builds": builds,
         "remote_seconds": round(remote, 2),
         "local_seconds": round(local, 2),
         "ratio": round(remote / local, 3),
+        "median_run_seconds_local": round(statistics.median(r for _, r in local_outside), 2),
+        "median_run_seconds_remote": round(statistics.median(r for _, r in remote_outside), 2),
         "wall_difference_per_build_seconds": round((remote - local) / (builds / LANES), 2),
         "overhead_per_build_seconds": round(overhead, 2),
         "goal_seconds": GOAL,

@@ -172,7 +172,6 @@ async def cmd_remote_build(args: argparse.Namespace) -> int:
     if args.detach:
         out(run.run_id)
         return 0
-    await _warn_without_workers(engine, run)
     display = make_display(sys.stderr, args.progress)
     interrupted = False
     result = None
@@ -186,6 +185,7 @@ async def cmd_remote_build(args: argparse.Namespace) -> int:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(_watch_signals, run, stop)
+                tg.start_soon(_warn_without_workers, engine, run)
                 async for event in run.events():
                     if display is not None:
                         display(event)

@@ -96,18 +96,21 @@ class RemoteRun:
 
         cursor = 0
         while True:
-            closed = await self._closed()
             try:
                 data = await self.progress(cursor)
-            except RPCError:  # no worker has run the workflow yet (queries need one): nothing to show so far
-                if closed:
+            except RPCError:  # no worker has run the workflow yet (queries need one), or it is gone
+                if await self._closed():
                     return
                 await asyncio.sleep(poll)
                 continue
             cursor = int(data["next"])
             for raw in data["events"]:
                 yield EVENT_ADAPTER.validate_python(raw)
-            if closed:
+            final = data.get("result") is not None or data["state"].get("runState") in FINAL_STATES
+            if final and await self._closed():  # the workflow sets its result just before it closes
+                data = await self.progress(cursor)
+                for raw in data["events"]:
+                    yield EVENT_ADAPTER.validate_python(raw)
                 return
             await asyncio.sleep(poll)
 
