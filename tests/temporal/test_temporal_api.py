@@ -79,3 +79,27 @@ def test_queued_build_warns_without_workers_and_cancels(cluster, tiny_guest_sour
         time.sleep(0.2)
     assert show["status"] == "CANCELED"
     assert cluster.aib("cancel", "20200101T000000Z-000000").returncode == 1  # an unknown run is a usage error
+
+
+def test_an_input_tampered_with_in_the_store_fails_the_build_on_the_worker(cluster, tiny_template, tmp_path) -> None:
+    """The worker checks every input against the digest the submitter sent, before it boots anything."""
+    import time
+
+    (tmp_path / "setup.sh").write_text("echo the real script\n")
+    template = tiny_template("tampered", [{"type": "Shell", "name": "setup", "scriptUri": "setup.sh"}])
+    detached = cluster.aib("build", str(template), "--detach")
+    assert detached.returncode == 0, detached.stderr
+    run_id = detached.stdout.strip()
+    (blob,) = (cluster.store / "sha256").iterdir()
+    blob.write_text("echo an evil script\n")
+    worker = cluster.start_worker("w1")
+    for _ in range(300):
+        show = json.loads(cluster.aib("show", run_id).stdout)
+        if show["status"] != "RUNNING":
+            break
+        time.sleep(0.2)
+    status = show["result"]["lastRunStatus"]
+    assert status["runState"] == "Failed", show
+    assert "does not match its digest" in status["message"]
+    assert len(show["attempts"]) == 1  # not retried: the store's copy is bad for every worker
+    assert worker.runs() == []  # refused before the build started

@@ -18,7 +18,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from aib_sdk.config import Config
-from aib_sdk.errors import AibError, TemplateError, UsageError
+from aib_sdk.errors import AibError, FetchError, TemplateError, UsageError
 from aib_sdk.events import Event, Progress, Warning
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
@@ -95,7 +95,6 @@ class BuildActivities:
         self.capabilities = capabilities
         self.store = store
         self.identity = identity
-        self.running = 0
 
     async def _inputs(self, request: Mapping[str, Any]) -> dict[str, Path]:
         items = [InputFile.from_json(i) for i in request.get("inputs") or []]
@@ -120,7 +119,6 @@ class BuildActivities:
         )
         if info.attempt > 1:
             pump.sink(Warning(message=f"attempt {info.attempt} of the build runs on worker {self.identity}"))
-        self.running += 1
         pump_task = asyncio.create_task(pump.run())
         try:
             try:
@@ -132,6 +130,8 @@ class BuildActivities:
                 )
                 builder = Builder(request["document"], options=options)
             except (TemplateError, UsageError) as exc:
+                raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+            except FetchError as exc:  # an input missing from the store or not matching its digest: same elsewhere
                 raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
             except AibError as exc:
                 raise ApplicationError(str(exc), type=type(exc).__name__) from None
@@ -155,7 +155,6 @@ class BuildActivities:
             data["worker"] = self.identity
             return data
         finally:
-            self.running -= 1
             pump_task.cancel()
             with contextlib.suppress(BaseException):
                 await pump_task

@@ -102,8 +102,8 @@ class ArtifactStore:
         def upload() -> tuple[str, int]:
             digest, size = _hash_file(path)
             target = self.blob(digest)
-            if target.is_file() and target.stat().st_size == size:
-                return digest, size
+            if target.is_file() and target.stat().st_size == size and _hash_file(target)[0] == digest:
+                return digest, size  # already there, intact
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{digest}.{secrets.token_hex(4)}.tmp")
             try:
