@@ -233,9 +233,16 @@ async def cmd_remote_runs(args: argparse.Namespace) -> int:
     if not rows:
         err("no runs" + (f" of {args.template}" if args.template else ""))
         return 0
-    header = ("RUN ID", "TEMPLATE", "STATUS", "START", "END")
+    header = ("RUN ID", "TEMPLATE", "STATE", "WORKFLOW", "START", "END")
     table = [header] + [
-        (r["runId"], r["templateName"] or "-", r["status"] or "-", r["startTime"] or "-", r["endTime"] or "-")
+        (
+            r["runId"],
+            r["templateName"] or "-",
+            f"{r['runState']}/{r['runSubState']}" if r["runState"] in ("Running", "Canceling") else r["runState"],
+            r["status"] or "-",
+            r["startTime"] or "-",
+            r["endTime"] or "-",
+        )
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
@@ -271,12 +278,14 @@ async def cmd_remote_show(args: argparse.Namespace) -> int:
 
 
 async def _progress(run: RemoteRun) -> dict[str, Any]:
-    from temporalio.service import RPCError
+    from temporalio.service import RPCError, RPCStatusCode
 
     try:
-        return await run.progress(0)
+        return await run.snapshot()
     except RPCError as exc:
-        raise UsageError(f"no run {run.run_id} on the cluster: {exc}") from None
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise UsageError(f"no run {run.run_id} on the cluster") from None
+        raise UsageError(f"cannot read run {run.run_id} from the cluster: {exc}") from None
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:

@@ -33,7 +33,8 @@ def test_submit_events_result_and_cancel(temporal_server: str, tmp_path: Path) -
     canceled = report["canceled"]
     assert canceled["result"]["lastRunStatus"]["runState"] == "Canceled"
     assert canceled["state"]["runState"] == "Canceled"
-    assert {row["runId"] for row in report["runs"]} >= {ok["runId"], canceled["result"]["runId"]}
+    states = {row["runId"]: row["runState"] for row in report["runs"]}
+    assert states[ok["runId"]] == "Succeeded" and states[canceled["result"]["runId"]] == "Canceled"
     handed = report["handed_back"]
     assert handed["result"]["lastRunStatus"]["runState"] == "Succeeded"
     assert [(a["attempt"], a["worker"]) for a in handed["attempts"]] == [(1, "a"), (2, "b")]
@@ -103,3 +104,8 @@ def test_an_input_tampered_with_in_the_store_fails_the_build_on_the_worker(clust
     assert "does not match its digest" in status["message"]
     assert len(show["attempts"]) == 1  # not retried: the store's copy is bad for every worker
     assert worker.runs() == []  # refused before the build started
+    worker.proc.terminate()
+    worker.proc.wait(timeout=60)
+    show = cluster.aib("show", run_id)  # no worker left to answer a query: read from the workflow's history
+    assert show.returncode == 0, show.stderr
+    assert json.loads(show.stdout)["result"]["lastRunStatus"]["runState"] == "Failed"

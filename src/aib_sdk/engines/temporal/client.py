@@ -32,6 +32,14 @@ if TYPE_CHECKING:
     from aib_sdk.builder.plan import TemplateInput
 
 POLL_SECONDS = 0.3
+_STATUS_STATES = {
+    "RUNNING": "Running",
+    "CANCELED": "Canceled",
+    "FAILED": "Failed",
+    "TERMINATED": "Failed",
+    "TIMED_OUT": "Failed",
+}
+"""AIB run state of a workflow that recorded none (from the workflow's own status)."""
 FINAL_STATES = ("Succeeded", "PartiallySucceeded", "Failed", "Canceled")
 
 
@@ -88,6 +96,46 @@ class RemoteRun:
     async def progress(self, since: int = 0) -> dict[str, Any]:
         """The workflow's state: ``events`` after ``since``, ``next``, ``state``, ``attempts`` and ``result``."""
         data: dict[str, Any] = await self.handle.query("progress", since)
+        return data
+
+    async def snapshot(self) -> dict[str, Any]:
+        """:meth:`progress` from the start; for a closed run (or when no worker answers), the same rebuilt from the
+        workflow's history (its signals and result), so finished runs show without a running worker."""
+        from temporalio.service import RPCError
+
+        if await self._closed():
+            return await self._from_history()
+        try:
+            return await self.progress(0)
+        except RPCError:
+            return await self._from_history()
+
+    async def _from_history(self) -> dict[str, Any]:
+        from temporalio.api.enums.v1 import EventType
+
+        converter = self.handle._client.data_converter
+        data: dict[str, Any] = {"events": [], "attempts": [], "result": None, "state": {}}
+        async for item in self.handle.fetch_history_events():
+            if item.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                attrs = item.workflow_execution_signaled_event_attributes
+                (value,) = await converter.decode(attrs.input.payloads) if attrs.input.payloads else (None,)
+                if attrs.signal_name == "events" and isinstance(value, list):
+                    data["events"].extend(value)
+                elif attrs.signal_name == "attempt":
+                    data["attempts"].append(value)
+                elif attrs.signal_name == "finished":
+                    data["result"] = value
+            elif item.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+                payloads = item.workflow_execution_completed_event_attributes.result.payloads
+                if payloads:
+                    (data["result"],) = await converter.decode(payloads)
+        status = (data["result"] or {}).get("lastRunStatus") or {}
+        state = {"runState": "Running", "runSubState": "Queued"}
+        for event in data["events"]:
+            if event.get("kind") in ("phase", "run-finished"):
+                state = {"runState": event["run_state"], "runSubState": event["run_sub_state"]}
+        data["state"] = {**state, **{k: status[k] for k in ("runState", "runSubState") if k in status}}
+        data["next"] = len(data["events"])
         return data
 
     async def events(self, *, poll: float = POLL_SECONDS) -> AsyncIterator[Event]:
@@ -199,7 +247,7 @@ class TemporalEngine:
         return RemoteRun(client.get_workflow_handle(run_id))
 
     async def list_runs(self, template: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Recent runs, newest first: run id, template, Temporal status, start and close time."""
+        """Recent runs, newest first: run id, template, Temporal status, AIB run state, start and close time."""
         client = await self.client()
         rows: list[dict[str, Any]] = []
         async for wf in client.list_workflows(f"WorkflowType = '{WORKFLOW_NAME}'", limit=limit):
@@ -212,6 +260,8 @@ class TemporalEngine:
                     "runId": wf.id,
                     "templateName": name,
                     "status": wf.status.name if wf.status else None,
+                    "runState": memo.get("runState") or _STATUS_STATES.get(wf.status.name if wf.status else "", "-"),
+                    "runSubState": memo.get("runSubState", "Queued"),
                     "startTime": wf.start_time.isoformat() if wf.start_time else None,
                     "endTime": wf.close_time.isoformat() if wf.close_time else None,
                 }

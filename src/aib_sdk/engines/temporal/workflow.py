@@ -70,21 +70,29 @@ class BuildWorkflow:
             cause = exc.cause if isinstance(exc, ActivityError) else exc
             if isinstance(cause, CancelledError | asyncio.CancelledError):
                 self._state["runState"] = "Canceled"
+                self._publish_state()
                 if self._result is None:
                     self._result = _failed_result(request, self._state, "the build was canceled", "Canceled")
                 raise
             if isinstance(cause, ApplicationError) and cause.type in NON_RETRYABLE:
                 self._state["runState"] = "Failed"
+                self._publish_state()
                 raise ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True) from None
             message = f"the build could not finish on any worker ({len(self._attempts)} attempt(s)): {cause}"
             self._state["runState"] = "Failed"
             result = _failed_result(request, self._state, message, "Failed")
         self._result = result
         self._state["runState"] = result["lastRunStatus"]["runState"]
+        self._publish_state()
         return result
+
+    def _publish_state(self) -> None:
+        """Keep the run state in the workflow's memo, so ``aib runs --temporal`` lists it without a query."""
+        workflow.upsert_memo({"runState": self._state["runState"], "runSubState": self._state["runSubState"]})
 
     @workflow.signal(name="events")
     def add_events(self, batch: list[dict[str, Any]]) -> None:
+        before = (self._state["runState"], self._state["runSubState"])
         for event in batch:
             kind = event.get("kind")
             if kind in ("phase", "run-finished"):
@@ -95,6 +103,8 @@ class BuildWorkflow:
             if kind == "run-finished":
                 self._state["endTime"] = event.get("time")
         self._events.extend(batch)
+        if (self._state["runState"], self._state["runSubState"]) != before:
+            self._publish_state()
 
     @workflow.signal(name="attempt")
     def add_attempt(self, attempt: dict[str, Any]) -> None:
