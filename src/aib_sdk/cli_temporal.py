@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aib_sdk.errors import UsageError
 
 if TYPE_CHECKING:
+    from aib_sdk.config import Config
     from aib_sdk.engines.temporal import RemoteRun, TemporalEngine, TemporalSettings
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
@@ -79,24 +80,24 @@ def add_temporal_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_cancel)
 
 
-def _settings(args: argparse.Namespace) -> TemporalSettings:
+def _settings(args: argparse.Namespace, config: Config | None = None) -> TemporalSettings:
     from aib_sdk.cli import config_of
     from aib_sdk.engines.temporal import TemporalSettings
 
     return TemporalSettings.from_config(
-        config_of(args),
+        config or config_of(args),
         address=args.temporal or None,
         namespace=getattr(args, "namespace", None),
         task_queue=getattr(args, "task_queue", None),
     )
 
 
-def _engine(args: argparse.Namespace) -> TemporalEngine:
+def _engine(args: argparse.Namespace, config: Config | None = None) -> TemporalEngine:
     try:
         from aib_sdk.engines.temporal import TemporalEngine
     except ImportError as exc:
         raise UsageError(f"--temporal needs the temporal extra: pip install 'aib-sdk[temporal]' ({exc})") from None
-    return TemporalEngine(_settings(args))
+    return TemporalEngine(_settings(args, config))
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
@@ -108,15 +109,14 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         from aib_sdk.engines.temporal.worker import run_worker
     except ImportError as exc:
         raise UsageError(f"aib worker needs the temporal extra: pip install 'aib-sdk[temporal]' ({exc})") from None
-    settings = _settings(args)
+    config = config_of(args)
+    settings = _settings(args, config)
 
     def ready(caps: Any, queues: list[str]) -> None:
         err(f"aib worker: serving {settings.address} namespace {settings.namespace}; {caps.describe()}")
         err(f"aib worker: up to {args.max_builds} build(s) at once from {len(queues)} queue(s): {', '.join(queues)}")
 
-    await run_worker(
-        settings, plugins_of(args), config_of(args), max_builds=args.max_builds, grace=args.grace, on_ready=ready
-    )
+    await run_worker(settings, plugins_of(args), config, max_builds=args.max_builds, grace=args.grace, on_ready=ready)
     err("aib worker: stopped")
     return 0
 
@@ -151,7 +151,7 @@ async def _watch_signals(run: RemoteRun, stop: Callable[[], None]) -> None:
 async def cmd_remote_build(args: argparse.Namespace) -> int:
     import anyio
 
-    from aib_sdk.cli import err, issue_line, out, plugins_of, unwrap
+    from aib_sdk.cli import config_of, err, issue_line, out, plugins_of, unwrap
     from aib_sdk.cli_build import CANCELED_EXIT, make_options, report
     from aib_sdk.cli_progress import make_display
     from aib_sdk.errors import TemplateError
@@ -159,8 +159,9 @@ async def cmd_remote_build(args: argparse.Namespace) -> int:
     template = Path(args.file).expanduser()
     if not await anyio.Path(template).is_file():
         raise UsageError(f"template file not found: {args.file}")
-    engine = _engine(args)
-    options = await make_options(args, plugins_of(args), _config(args))
+    config = config_of(args)
+    engine = _engine(args, config)
+    options = await make_options(args, plugins_of(args), config)
     try:
         run = await engine.submit(template, options)
     except TemplateError as exc:
@@ -215,12 +216,6 @@ async def _warn_without_workers(engine: TemporalEngine, run: RemoteRun) -> None:
                 f"aib: warning: no worker serves {run.task_queue} right now (the build needs "
                 f"{', '.join(run.needs) or 'the core only'}); run {run.run_id} waits in Queued until one does"
             )
-
-
-def _config(args: argparse.Namespace) -> Any:
-    from aib_sdk.cli import config_of
-
-    return config_of(args)
 
 
 async def cmd_remote_runs(args: argparse.Namespace) -> int:
