@@ -178,7 +178,7 @@ class RemoteRun:
         except WorkflowFailureError as exc:
             cause = exc.cause
             if isinstance(cause, CancelledError):
-                data = (await self.progress(10**9)).get("result") or {
+                data = (await self._from_history()).get("result") or {
                     "runId": self.run_id,
                     "lastRunStatus": {"runState": "Canceled", "message": "the build was canceled"},
                 }
