@@ -114,7 +114,7 @@ class Cluster:
             AIB_CACHE=str(self.cache),
             XDG_CONFIG_HOME=str(self.root / name / "cfg"),
             AIB_TEMPORAL_ARTIFACT_STORE=str(self.store),
-            AIB_TEMPORAL_HEARTBEAT_TIMEOUT="6",
+            AIB_TEMPORAL_HEARTBEAT_TIMEOUT="10",
             AIB_TEMPORAL_TASK_QUEUE=self.queue,
             AIB_LOCAL_GALLERY_ROOT=str(self.root / name / "gallery"),
         )
