@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from aib_sdk.config import Config
     from aib_sdk.plugins.manager import PluginManager
 
+_GUEST_OS = {"ssh": "Linux", "winrm": "Windows"}
+"""The guest OS a communicator reaches (a worker without WinRM cannot customize Windows)."""
+
 MAX_PROVIDERS = 8
 """A worker advertises at most 2**(this-1) queues; more providers than this is refused (name them with
 ``AIB_DISABLE_PLUGINS``)."""
@@ -65,7 +68,7 @@ class Capabilities:
     def describe(self) -> str:
         return (
             f"build hosts {', '.join(self.build_hosts) or 'none'}; providers {', '.join(sorted(self.providers))}; "
-            f"{self.machine} with {self.accelerator}"
+            f"guests {', '.join(self.os_types) or 'none'}; {self.machine} with {self.accelerator}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -96,4 +99,7 @@ def worker_capabilities(plugins: PluginManager, config: Config) -> Capabilities:
             "(block some with AIB_DISABLE_PLUGINS)"
         )
     accelerator = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
-    return Capabilities(frozenset(providers), frozenset(host_providers), tuple(sorted(hosts)), accelerator=accelerator)
+    os_types = tuple(sorted({_GUEST_OS[name] for name in registry.communicators if name in _GUEST_OS}))
+    return Capabilities(
+        frozenset(providers), frozenset(host_providers), tuple(sorted(hosts)), os_types, accelerator=accelerator
+    )
