@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from aib_provider_qemu import hooks as qemu_hooks
 from aib_provider_qemu.host import proxy_environment, qemu_command
 from aib_provider_qemu.network import Network, network_for, nic_args, parse_network, parse_networks
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.config import Config
 from aib_sdk.errors import UsageError
+from aib_sdk.options import BuildOptions
+from aib_sdk.plugins.manager import PluginManager
+from aib_sdk.testing.fakes import fake_plugin
 
 FWD = "hostfwd=tcp:127.0.0.1:2222-:22"
 
@@ -139,3 +143,28 @@ def test_qemu_command_carries_the_network(tmp_path: Path) -> None:
     args = qemu_command(**common, network=Network("netdev", "user,net=10.77.0.0/24"))  # type: ignore[arg-type]
     assert args[args.index("-netdev") + 1] == "user,id=aibnet1,net=10.77.0.0/24"
     assert args.index("-nic") < args.index("-netdev")  # the forward NIC is eth0
+
+
+@pytest.mark.anyio
+async def test_unmapped_subnet_fails_the_build_before_the_source_is_resolved(tmp_path: Path) -> None:
+    """The qemu host's preflight refuses an unmapped ``vnetConfig.subnetId`` first thing: no source, no VM."""
+    from aib_sdk.builder import Builder
+
+    fakes = fake_plugin()
+    qemu = {"networks": {"*/subnets/build": {"network": "restrict"}}}
+    options = BuildOptions(
+        config=Config({"qemu": qemu}, {"AIB_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}),
+        plugins=PluginManager(entry_points=False, plugins=[qemu_hooks, fakes]),
+        build_host="qemu",
+    )
+    template = {
+        "source": {"type": "FakeImage"},
+        "vmProfile": {"vnetConfig": {"subnetId": "/subscriptions/s/x/virtualNetworks/v/subnets/web"}},
+        "distribute": [{"type": "FakeTarget", "runOutputName": "out"}],
+    }
+    result = await Builder(template, options=options).run()
+    assert result.run_state == "Failed"
+    message = result.last_run_status.message
+    assert message.startswith("Building failed (checking the build host qemu): vmProfile.vnetConfig.subnetId")
+    assert "subnets/web' is not mapped to a local network" in message and '[qemu.networks."' in message
+    assert fakes.world.resolved == [] and fakes.world.machines == []

@@ -208,6 +208,7 @@ class Execution:
     async def _build(self) -> None:
         plan, ctx = self.plan, self.ctx
         self.phase("Building")
+        await self._host_preflight()
         self.activity = f"resolving source {type_name_of(type(plan.source_spec))}"
         image = await plan.source().resolve(plan.source_spec, ctx)
         self.exact_version = image.exact_version
@@ -242,6 +243,15 @@ class Execution:
             if self._finished_state:
                 return
         await self._distribute(artifact, validation_error)
+
+    async def _host_preflight(self) -> None:
+        """Let the build host refuse a request it cannot serve (optional ``BuildHost.preflight``, e.g. an unmapped
+        ``vnetConfig.subnetId``) before the source is resolved or any VM boots."""
+        host = self.plan.host()
+        check = getattr(host, "preflight", None)
+        if callable(check):
+            self.activity = f"checking the build host {self.plan.host.name}"
+            await check(VmRequest(extra=vm_extra(self.plan.loaded.properties)), self.ctx)
 
     async def _on_machine(self, image: DiskImage, vm: VmRequest, work: Callable[[Machine], Awaitable[T]]) -> T:
         """Boot ``image``, run ``work`` on the machine, then destroy it (shielded, bounded) whatever happened."""

@@ -208,6 +208,11 @@ class QemuBuildHost:
     def available(cls, config: Config) -> bool:
         return shutil.which(QemuSettings.from_config(config).binary) is not None
 
+    async def preflight(self, vm: VmRequest, ctx: RunContext) -> None:
+        """Before anything starts: the settings parse and ``vnetConfig.subnetId`` maps to a network."""
+        settings = QemuSettings.from_config(ctx.config)
+        network_for(settings.network, settings.networks, vm.extra.get("subnetId"))
+
     def start(self, image: DiskImage, vm: VmRequest, ctx: RunContext) -> AbstractAsyncContextManager[Machine]:
         """Boot ``image`` and yield a ready :class:`QemuMachine`; the VM is gone when the context exits."""
         return cast("AbstractAsyncContextManager[Machine]", self._run(image, vm, ctx))
