@@ -103,6 +103,11 @@ def test_worker_options_point_inputs_at_verified_copies(tmp_path: Path) -> None:
     assert options.uri_map["scripts/a.sh"] == (tmp_path / "a.sh").as_uri()
     assert options.uri_map["https://mirror.invalid/"] == "https://other.invalid/"
     assert isinstance(options.source, dict) and options.source["uri"] == (tmp_path / "base.qcow2").as_uri()
+    # A request cannot point the worker at its own files: local mappings are dropped, an unsent local source refused.
+    sneaky = {**request, "uriMap": {"https://x.invalid/a.sh": "file:///etc/shadow", "b.sh": "/etc/passwd"}}
+    assert options_from_request(sneaky, local, BuildOptions()).uri_map.keys() == {"scripts/a.sh"}
+    with pytest.raises(UsageError, match="not sent"):
+        options_from_request({**request, "inputs": request["inputs"][:1]}, local, BuildOptions())
 
 
 def test_capability_queues_cover_exactly_the_servable_provider_sets() -> None:

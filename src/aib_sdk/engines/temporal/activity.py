@@ -95,6 +95,8 @@ class BuildActivities:
         self.capabilities = capabilities
         self.store = store
         self.identity = identity
+        self.inputs_folder = config.cache / "temporal-inputs"
+        """Where verified inputs are kept; the only local files a remote build may read."""
 
     async def _inputs(self, request: Mapping[str, Any]) -> dict[str, Path]:
         items = [InputFile.from_json(i) for i in request.get("inputs") or []]
@@ -102,8 +104,7 @@ class BuildActivities:
             return {}
         if self.store is None:
             raise UsageError("the build has local inputs but this worker has no [temporal] artifact_store")
-        dest = self.config.cache / "temporal-inputs"
-        return {item.sha256: await self.store.get(item, dest) for item in items}
+        return {item.sha256: await self.store.get(item, self.inputs_folder) for item in items}
 
     @activity.defn(name=ACTIVITY_NAME)
     async def build(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +127,13 @@ class BuildActivities:
                 options = options_from_request(
                     request,
                     local_inputs,
-                    BuildOptions(plugins=self.plugins, config=self.config, on_event=pump.sink),
+                    BuildOptions(
+                        plugins=self.plugins,
+                        config=self.config,
+                        on_event=pump.sink,
+                        base_directory=self.inputs_folder,
+                        context=self.inputs_folder,  # nothing else on this machine is readable by the template
+                    ),
                 )
                 builder = Builder(request["document"], options=options)
             except (TemplateError, UsageError) as exc:

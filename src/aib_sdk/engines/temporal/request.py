@@ -24,6 +24,7 @@ from .capabilities import activity_queue, build_needs
 from .inputs import ArtifactStore, InputFile, step_uris, upload_inputs
 from .settings import TemporalSettings
 
+_LOCAL = ("file", "")
 MAX_REQUEST_BYTES = 1_500_000
 """Below Temporal's 2 MB payload limit, leaving room for the envelope."""
 
@@ -97,14 +98,20 @@ def options_from_request(
 ) -> BuildOptions:
     """The worker's :class:`BuildOptions` for ``request``: its own plugins and config (in ``base``), every input
     pointed at the verified local copy."""
-    uri_map = dict(request.get("uriMap") or {})
+    # Only the uploaded inputs may point at this machine's files: a request cannot map a URI to a local path,
+    # and local paths it names otherwise fall outside the build context (the inputs folder) and are refused.
+    uri_map = {k: v for k, v in (request.get("uriMap") or {}).items() if urlparse(str(v)).scheme.lower() not in _LOCAL}
     source = request.get("source")
+    source_sent = False
     for item in (InputFile.from_json(i) for i in request.get("inputs") or []):
         local = local_inputs[item.sha256].as_uri()
         if item.role == "source" and isinstance(source, dict):
-            source = {**source, "uri": local}
+            source, source_sent = {**source, "uri": local}, True
         else:
             uri_map[item.uri] = local
+    local_source = isinstance(source, dict) and urlparse(str(source.get("uri", ""))).scheme.lower() == "file"
+    if local_source and not source_sent:
+        raise UsageError("the build's source is a local file that was not sent with it (through the artifact store)")
     return dataclasses.replace(
         base,
         params=dict(request.get("params") or {}),
