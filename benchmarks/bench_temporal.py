@@ -58,13 +58,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 60) -> None:
+def wait_ready(address: str, timeout: float = 90) -> None:
+    """Wait until the server answers a workflow lookup (its port opens before its history shards are up)."""
     deadline = time.monotonic() + timeout
+    probe = [str(BIN / "temporal"), "workflow", "describe", "--address", address, "-w", "aib-readiness-probe"]
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        out = subprocess.run(probe, capture_output=True, text=True, check=False, timeout=30)
+        if "not found" in (out.stdout + out.stderr).lower():
             return
-        time.sleep(0.1)
-    raise SystemExit(f"temporal did not listen on {port}")
+        time.sleep(0.2)
+    raise SystemExit(f"temporal at {address} was not ready")
 
 
 def _outside(result: BuildResult, elapsed: float) -> tuple[float, float]:
@@ -163,8 +166,8 @@ def main(builds: int) -> dict[str, Any]:
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        wait_port(port)
         address = f"127.0.0.1:{port}"
+        wait_ready(address)
         workers = start_workers(work, address, "bench", config.cache)
         return anyio.run(measure, work, builds, address, config.cache)
     finally:

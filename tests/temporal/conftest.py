@@ -27,15 +27,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_ready(address: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    """Wait until the server answers a workflow lookup (its port opens before its history shards are up)."""
     deadline = time.monotonic() + timeout
+    probe = [str(TEMPORAL), "workflow", "describe", "--address", address, "-w", "aib-readiness-probe"]
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"temporal exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        out = subprocess.run(probe, capture_output=True, text=True, check=False, timeout=30)
+        if "not found" in (out.stdout + out.stderr).lower():
             return
-        time.sleep(0.1)
-    raise RuntimeError(f"temporal did not listen on {port} within {timeout}s")
+        time.sleep(0.2)
+    raise RuntimeError(f"temporal at {address} was not ready within {timeout}s")
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
@@ -75,7 +78,7 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = open(folder / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_port(port, proc)
+        wait_ready(f"127.0.0.1:{port}", proc)
         yield f"127.0.0.1:{port}"
     finally:
         stop(proc)
