@@ -50,6 +50,8 @@ async def make_request(
 ) -> tuple[dict[str, Any], Plan]:
     """Plan the build here (template errors surface before anything is sent), upload its local inputs, and return
     the request the workflow runs with."""
+    if options.resume:
+        raise UsageError("--resume continues a run on this machine; it does not apply to a remote build")
     plan = await make_plan(template, options)
     effective, rewrite = apply_profile_options(options, plan.config)
     document = await _document(template)
@@ -79,6 +81,7 @@ async def make_request(
         "createMissing": effective.create_missing,
         "trustOnFirstUse": effective.trust_on_first_use,
         "maxParallelTargets": effective.max_parallel_targets,
+        "cache": effective.cache,
         "source": source,
         "uriMap": {k: v for k, v in plan.options.uri_map.items() if not _is_file_uri(v)},
         "inputs": [item.to_json() for item in inputs],
@@ -125,5 +128,6 @@ def options_from_request(
         create_missing=bool(request.get("createMissing")),
         trust_on_first_use=bool(request.get("trustOnFirstUse")),
         max_parallel_targets=int(request.get("maxParallelTargets") or 8),
+        cache=bool(request.get("cache", True)),
         run_id=str(request["runId"]),
     )
