@@ -85,7 +85,7 @@ async def run_local(work: Path, builds: int, cache: Path) -> tuple[float, list[t
     async def one(index: int) -> tuple[float, float]:
         out = work / "local" / f"{index}.qcow2"
         started = time.perf_counter()
-        result = await Builder(template(out, index), options=BuildOptions(config=config)).run()
+        result = await Builder(template(out, index), options=BuildOptions(config=config, cache=False)).run()
         if result.run_state != "Succeeded":
             raise SystemExit(f"local build {index}: {result.run_state} {result.last_run_status.message}")
         return _outside(result, time.perf_counter() - started)
@@ -104,7 +104,7 @@ async def run_remote(work: Path, builds: int, address: str, queue: str) -> tuple
     async def one(index: int) -> tuple[float, float]:
         out = work / "remote" / f"{index}.qcow2"
         started = time.perf_counter()
-        run = await engine.submit(template(out, index), BuildOptions(config=config))
+        run = await engine.submit(template(out, index), BuildOptions(config=config, cache=False))
         result = await run.result()
         if result.run_state != "Succeeded":
             raise SystemExit(f"remote build {index}: {result.run_state} {result.last_run_status.message}")

@@ -120,6 +120,7 @@ class Cluster:
             AIB_TEMPORAL_HEARTBEAT_TIMEOUT="10",
             AIB_TEMPORAL_TASK_QUEUE=self.queue,
             AIB_LOCAL_GALLERY_ROOT=str(self.root / name / "gallery"),
+            AIB_CACHE_DIR=str(self.root / "layers"),  # the step cache: this test's own, shared by its workers
         )
         env.update(extra or {})
         return env
