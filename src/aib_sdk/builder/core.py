@@ -14,17 +14,20 @@ and the cancellation is re-raised after cleanup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from aib_sdk.artifacts import RunOutput
 from aib_sdk.context import RunContext, Staging
 from aib_sdk.errors import UsageError
 from aib_sdk.eventlog import write_log
-from aib_sdk.events import Event, StepFinished, Warning
+from aib_sdk.events import Event, PhaseChanged, StepFinished, StepStarted, Warning
 from aib_sdk.fetch import UriFetcher
+from aib_sdk.journal import Journal
 from aib_sdk.options import BuildOptions
 from aib_sdk.result import BuildResult
 from aib_sdk.staging import create_staging, new_run_id, remove_work, write_record, write_template
@@ -81,7 +84,12 @@ class Builder:
 
     async def _run(self) -> BuildResult:
         plan = self.plan = await make_plan(self.template, self.options)
-        staging = self.staging = await create_staging(plan.config, plan.name, plan.digest, new_run_id())
+        staging = self.staging = await _new_staging(plan)
+        journal = await anyio.to_thread.run_sync(
+            lambda: Journal.create(staging.run_directory, run_id=staging.run_id, template_name=plan.name)
+        )
+        work_entry = await journal.acquire("file", {"path": str(staging.work)}, "the run's work directory")
+        self._hub.listen(_journal_phases(journal))
         await write_template(staging, plan.loaded.raw_properties)
         emit = self._hub.emit
         ctx = RunContext(
@@ -96,6 +104,7 @@ class Builder:
                 staging.inputs, emit=emit, uri_map=plan.options.uri_map, base_directory=plan.base_directory
             ),
             plugins=plan.plugins,
+            journal=journal,
         )
         execution = self._execution = Execution(plan, ctx, emit)
         steps: list[dict[str, Any]] = []
@@ -116,9 +125,35 @@ class Builder:
                     self.result = execution.result(staging.directory)
                     if execution.kept_vm is None:
                         await remove_work(staging)
+                        await journal.release(work_entry)
                     await write_record(staging, _record(self.result, execution, steps, warnings))
         assert self.result is not None
         return self.result
+
+
+async def _new_staging(plan: Plan) -> Staging:
+    """The staging directories of a new run, under a run id no other run has (retried on a collision)."""
+    for _attempt in range(9):
+        try:
+            return await create_staging(plan.config, plan.name, plan.digest, new_run_id())
+        except FileExistsError:
+            continue
+    return await create_staging(plan.config, plan.name, plan.digest, new_run_id())
+
+
+def _journal_phases(journal: Journal) -> Callable[[Event], None]:
+    """An event listener noting the run's phase and current step in its journal (what aib gc reports)."""
+    phase = "Queued"
+
+    def note(event: Event) -> None:
+        nonlocal phase
+        if isinstance(event, PhaseChanged):
+            phase = event.run_sub_state
+            journal.phase(phase)
+        elif isinstance(event, StepStarted):
+            journal.phase(phase, f"{event.phase} step {event.name!r}")
+
+    return note
 
 
 def _note(event: Event, steps: list[dict[str, Any]], warnings: list[str]) -> None:
