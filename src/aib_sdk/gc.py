@@ -30,6 +30,7 @@ import anyio.to_thread
 
 from aib_sdk.context import Staging
 from aib_sdk.journal import JOURNAL_NAME, Journal, JournalState, read_journal
+from aib_sdk.options import BuildOptions
 from aib_sdk.runtime import cleanup_scope
 from aib_sdk.staging import RunRecord, list_runs, write_record
 
@@ -137,11 +138,15 @@ class _Lock:
         os.close(self.fd)  # releases the lock
 
 
-async def collect_garbage(config: Config, plugins: PluginManager, *, dry_run: bool = False) -> list[DeadRun]:
+async def collect_garbage(
+    config: Config, plugins: PluginManager, *, dry_run: bool = False, options: BuildOptions | None = None
+) -> list[DeadRun]:
     """Release every journaled resource of every dead run under ``AIB_HOME``; mark those runs Failed.
 
     Returns one :class:`DeadRun` per run it handled (with ``dry_run``: would handle, touching nothing).
+    ``options`` reach the releasers (e.g. ``credential`` for Azure), as they reach a build's providers.
     """
+    options = options or BuildOptions(config=config, plugins=plugins)
     lock = await anyio.to_thread.run_sync(_Lock, config.home)
     try:
         if not dry_run:
@@ -150,14 +155,19 @@ async def collect_garbage(config: Config, plugins: PluginManager, *, dry_run: bo
         for record in await list_runs(config):
             state = await anyio.to_thread.run_sync(_dead_journal, record)
             if state is not None:
-                found.append(await _collect_run(record, state, config, plugins, dry_run))
+                found.append(await _collect_run(record, state, config, plugins, options, dry_run))
         return found
     finally:
         lock.close()
 
 
 async def _collect_run(
-    record: RunRecord, state: JournalState, config: Config, plugins: PluginManager, dry_run: bool
+    record: RunRecord,
+    state: JournalState,
+    config: Config,
+    plugins: PluginManager,
+    options: BuildOptions,
+    dry_run: bool,
 ) -> DeadRun:
     run = DeadRun(
         run_id=record.run_id,
@@ -182,7 +192,7 @@ async def _collect_run(
             continue
         try:
             with cleanup_scope(RELEASE_SECONDS) as bounded:
-                detail = await release(entry.data, config)
+                detail = await release(entry.data, config, options)
             if bounded.cancelled_caught:
                 raise TimeoutError(f"took longer than {RELEASE_SECONDS:g}s")
         except Exception as exc:

@@ -43,12 +43,14 @@ from aib_sdk.runtime import cleanup_scope
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
+    from aib_sdk.options import BuildOptions
 
 JOURNAL_NAME = "journal.jsonl"
 RELEASE_SECONDS = 30.0
 
-Releaser = Callable[[dict[str, Any], "Config"], Awaitable[str]]
-"""``await release(data, config)`` → what it removed (hook ``aib_register_releasers``)."""
+Releaser = Callable[[dict[str, Any], "Config", "BuildOptions"], Awaitable[str]]
+"""``await release(data, config, options)`` → what it removed (hook ``aib_register_releasers``); ``options`` carries
+what an embedding passes to builds (e.g. a credential)."""
 
 
 def _now() -> str:
@@ -268,7 +270,7 @@ class Journal:
             self.append({"op": "phase", "phase": phase, "activity": activity}, durable=False)
 
 
-async def release_path(data: dict[str, Any], config: Config) -> str:
+async def release_path(data: dict[str, Any], config: Config, options: BuildOptions) -> str:
     """The core's releaser of kind ``file``: remove ``data["path"]`` (a file or a whole directory)."""
     path = Path(str(data["path"]))
 

@@ -126,7 +126,7 @@ async def test_releasers_come_from_plugins(aib_home: Config, aib_plugins: Plugin
     class Plugin:
         @hookimpl
         def aib_register_releasers(self) -> list[tuple[str, Any]]:
-            async def release(data: dict[str, Any], config: Config) -> str:
+            async def release(data: dict[str, Any], config: Config, options: BuildOptions) -> str:
                 released.append(data)
                 return f"aborted upload {data['uploadId']}"
 

@@ -58,7 +58,7 @@ def aib_register_distributors() -> list[type[Distributor]]:
 def aib_register_releasers() -> list[tuple[str, Releaser]]:
     """Release functions for journaled resource kinds, as ``(kind, release)`` (see :mod:`aib_sdk.journal`).
 
-    ``await release(data, config)`` removes one resource a dead run left behind (``data`` is what the run
+    ``await release(data, config, options)`` removes one resource a dead run left behind (``data`` is what the run
     journaled) and returns a line saying what it did; it must succeed when the resource is already gone.
     """
     return []

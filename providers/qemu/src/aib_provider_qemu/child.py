@@ -36,6 +36,7 @@ from aib_provider_qemu import process
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
+    from aib_sdk.options import BuildOptions
 
 TAG_ENV = "AIB_VM_TAG"
 WATCHDOG_SCRIPT = f'read -r word; [ -n "$word" ] || exec pkill -KILL -f -- "${TAG_ENV}"'
@@ -149,7 +150,7 @@ def tagged_pids(tag: str) -> list[int]:
     return found
 
 
-async def release_vm(data: dict[str, Any], config: Config) -> str:
+async def release_vm(data: dict[str, Any], config: Config, options: BuildOptions) -> str:
     """Releaser of kind ``qemu.vm`` (for ``aib gc``): kill every QEMU still carrying the VM's tag."""
     tag = str(data["tag"])
     pids = await anyio.to_thread.run_sync(tagged_pids, tag)
