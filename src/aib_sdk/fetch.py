@@ -89,6 +89,7 @@ class UriFetcher:
         timeout: float = 60.0,
         verify: ssl.SSLContext | str | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        scratch: Path | None = None,
     ) -> None:
         if verify is False:
             raise UsageError("TLS verification cannot be turned off; give a CA bundle instead")
@@ -101,6 +102,9 @@ class UriFetcher:
         self.timeout = timeout
         self.verify = verify
         self.transport = transport
+        self.scratch = scratch
+        """Where downloads in progress go (the run's ``work/``, which aib gc removes after a crash), else
+        ``inputs``; it must be on the same filesystem as ``inputs``."""
 
     async def fetch(self, uri: str, sha256: str | None = None, *, label: str | None = None) -> Path:
         """Return a local path holding ``uri``'s content, its checksum verified."""
@@ -131,7 +135,7 @@ class UriFetcher:
         return final
 
     def _tmp_path(self) -> Path:
-        return self.inputs / f".partial-{secrets.token_hex(8)}"
+        return (self.scratch or self.inputs) / f".partial-{secrets.token_hex(8)}"
 
     def _local_path(self, uri: str) -> Path:
         if urlparse(uri).scheme.lower() == "file":

@@ -19,7 +19,7 @@ def start_build(tmp_path: Path, tiny_guest_cache: Path) -> Iterator[Callable[...
     """``start_build(template_dict, *extra_args)`` → a running ``aib build --progress plain`` of it."""
     started: list[BuildProcess] = []
 
-    def start(template: dict[str, Any], *extra: str) -> BuildProcess:
+    def start(template: dict[str, Any], *extra: str, home: Path | None = None) -> BuildProcess:
         path = tmp_path / f"template-{len(started)}.json"
         path.write_text(json.dumps(template))
         proc = subprocess.Popen(
@@ -27,7 +27,7 @@ def start_build(tmp_path: Path, tiny_guest_cache: Path) -> Iterator[Callable[...
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=environment(tmp_path, tiny_guest_cache),
+            env=environment(tmp_path, tiny_guest_cache, home),
         )
         build = BuildProcess(proc)
         stream = proc.stderr

@@ -25,7 +25,7 @@ from aib_sdk.artifacts import RunOutput
 from aib_sdk.context import RunContext, Staging
 from aib_sdk.errors import UsageError
 from aib_sdk.eventlog import write_log
-from aib_sdk.events import Event, PhaseChanged, StepFinished, StepStarted, Warning
+from aib_sdk.events import Event, PhaseChanged, Progress, StepFinished, StepStarted, TargetStatus, Warning
 from aib_sdk.fetch import UriFetcher
 from aib_sdk.journal import Journal
 from aib_sdk.options import BuildOptions
@@ -101,7 +101,11 @@ class Builder:
             options=plan.options,
             emit=emit,
             fetcher=UriFetcher(
-                staging.inputs, emit=emit, uri_map=plan.options.uri_map, base_directory=plan.base_directory
+                staging.inputs,
+                emit=emit,
+                uri_map=plan.options.uri_map,
+                base_directory=plan.base_directory,
+                scratch=staging.work,
             ),
             plugins=plan.plugins,
             journal=journal,
@@ -143,15 +147,25 @@ async def _new_staging(plan: Plan) -> Staging:
 
 def _journal_phases(journal: Journal) -> Callable[[Event], None]:
     """An event listener noting the run's phase and current step in its journal (what aib gc reports)."""
-    phase = "Queued"
+    phase, activity = "Queued", ""
 
     def note(event: Event) -> None:
-        nonlocal phase
+        nonlocal phase, activity
         if isinstance(event, PhaseChanged):
-            phase = event.run_sub_state
+            phase, activity = event.run_sub_state, ""
             journal.phase(phase)
-        elif isinstance(event, StepStarted):
-            journal.phase(phase, f"{event.phase} step {event.name!r}")
+            return
+        if isinstance(event, StepStarted):
+            now = f"{event.phase} step {event.name!r}"
+        elif isinstance(event, Progress) and event.task == "convert" and phase == "Customizing":
+            now = "capturing the disk"
+        elif isinstance(event, TargetStatus) and event.state == "Running" and event.region is None:
+            now = f"distributing {event.run_output_name}"
+        else:
+            return
+        if now != activity:
+            activity = now
+            journal.phase(phase, activity)
 
     return note
 

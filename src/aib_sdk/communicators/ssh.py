@@ -14,7 +14,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -77,6 +77,8 @@ class SshCommunicator:
         self.os_type: OsType = os_type
         self.connect_timeout = connect_timeout
         self.trust_on_first_use = trust_on_first_use
+        self.machine_alive: Callable[[], bool] | None = None
+        """Set by a build host: whether the VM still runs, so waiting for a reboot ends at once when it died."""
         self._client_keys: list[Any] = [str(k) if isinstance(k, Path) else k for k in client_keys]
         self._host_keys = _public_keys(host_keys)
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -289,6 +291,8 @@ class SshCommunicator:
         self._drop()
         last_error: Exception | None = None
         while (left := deadline - time.monotonic()) > 0:
+            if self.machine_alive is not None and not self.machine_alive():
+                raise CommunicatorError("the build VM stopped (its process exited) instead of restarting")
             try:
                 await self.connect(timeout=min(5.0, max(1.0, left)))  # short tries: a hung handshake costs little
                 current = await self.boot_id()

@@ -16,9 +16,9 @@ import pytest
 AIB = Path(sys.executable).parent / "aib"
 
 
-def environment(tmp_path: Path, cache: Path) -> dict[str, str]:
+def environment(tmp_path: Path, cache: Path, home: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(AIB_HOME=str(tmp_path / "home"), AIB_CACHE=str(cache), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    env.update(AIB_HOME=str(home or tmp_path / "home"), AIB_CACHE=str(cache), XDG_CONFIG_HOME=str(tmp_path / "cfg"))
     env.pop("AIB_CONFIG", None)
     return env
 
@@ -64,8 +64,34 @@ class BuildProcess:
         return "".join(self.seen)
 
 
-def aib(tmp_path: Path, cache: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def aib(
+    tmp_path: Path, cache: Path, *args: str, timeout: float = 120, home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``aib ARGS`` to completion in the test's environment."""
     return subprocess.run(
-        [str(AIB), *args], capture_output=True, text=True, env=environment(tmp_path, cache), timeout=timeout
+        [str(AIB), *args], capture_output=True, text=True, env=environment(tmp_path, cache, home), timeout=timeout
     )
+
+
+def leftovers(run_directory: Path) -> list[str]:
+    """What a finished (or collected) run still holds: its work directory, journal entries still open, files they
+    name, and QEMU processes carrying their tags. Empty when nothing leaked."""
+    from aib_sdk.journal import JOURNAL_NAME, read_journal
+
+    found = []
+    if (run_directory / "work").exists():
+        found.append(
+            f"work directory {run_directory / 'work'}: {sorted(p.name for p in (run_directory / 'work').iterdir())}"
+        )
+    state = read_journal(run_directory / JOURNAL_NAME)
+    for entry in state.entries.values():
+        if entry.state == "open":
+            found.append(f"open journal entry {entry.kind}: {entry.what}")
+        if entry.kind == "file" and Path(str(entry.data["path"])).exists():
+            found.append(f"file {entry.data['path']}")
+        if entry.kind == "qemu.vm":
+            tag = str(entry.data["tag"])
+            out = subprocess.run(["pgrep", "-f", f"-name {tag}"], capture_output=True, text=True, check=False)
+            if out.stdout.strip():
+                found.append(f"QEMU {tag} still running")
+    return found

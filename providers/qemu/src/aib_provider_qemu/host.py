@@ -412,6 +412,7 @@ class QemuBuildHost:
         else:
             assert isinstance(machine.communicator, SshCommunicator)
             machine.communicator.port = port
+            machine.communicator.machine_alive = machine.alive  # a VM that died is not waited for as a reboot
             known = machine.directory / "known_hosts"
             await anyio.Path(known).write_text(
                 "".join(f"[127.0.0.1]:{port} {key}\n" for key in machine.communicator.pinned_host_keys)
