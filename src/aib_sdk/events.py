@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter
 
 RunState = Literal["Running", "Canceling", "Succeeded", "PartiallySucceeded", "Failed", "Canceled"]
 RunSubState = Literal["Queued", "Building", "Customizing", "Optimizing", "Validating", "Distributing"]
-StepPhase = Literal["customize", "validate", "deprovision"]
+StepPhase = Literal["customize", "optimize", "validate", "deprovision"]
 
 
 def _now() -> datetime:

@@ -8,7 +8,9 @@ A profile table may hold:
 - ``map_uri = { "https://raw.githubusercontent.com/org/" = "file:///srv/scripts/" }``: URI rewrites
   (``--map-uri`` wins for the same prefix);
 - ``source``: a source spec (table) or a disk path, as ``--source``;
-- ``build_host``, ``create_missing``, ``timeout`` (seconds): as the options of the same names.
+- ``build_host``, ``create_missing``, ``timeout`` (seconds): as the options of the same names;
+- ``network``: the build VM's network (``[qemu] network``: ``nat``, ``restrict``, ``bridge:br0`` …), over the
+  configuration file and ``AIB_QEMU_NETWORK``.
 
 Explicit options always win over the profile's values.
 """
@@ -24,7 +26,7 @@ from aib_sdk.errors import UsageError
 from aib_sdk.options import BuildOptions
 
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {"local": {"redirect_arm_ids": "local"}}
-_KEYS = {"redirect_arm_ids", "params", "map_uri", "source", "build_host", "create_missing", "timeout"}
+_KEYS = {"redirect_arm_ids", "params", "map_uri", "source", "build_host", "create_missing", "timeout", "network"}
 
 
 def profile_table(name: str, config: Config) -> dict[str, Any]:
@@ -66,4 +68,8 @@ def apply_profile_options(options: BuildOptions, config: Config) -> tuple[BuildO
         changes["create_missing"] = bool(table["create_missing"])
     if options.timeout is None and table.get("timeout") is not None:
         changes["timeout"] = float(table["timeout"])
+    if table.get("network"):
+        qemu = config.data.get("qemu")
+        data = {**config.data, "qemu": {**(qemu if isinstance(qemu, dict) else {}), "network": str(table["network"])}}
+        changes["config"] = Config(data, {k: v for k, v in config.env.items() if k != "AIB_QEMU_NETWORK"})
     return dataclasses.replace(options, **changes), table.get("redirect_arm_ids")

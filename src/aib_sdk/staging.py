@@ -130,6 +130,32 @@ async def write_template(staging: Staging, properties: Mapping[str, Any]) -> Non
     await anyio.to_thread.run_sync(write)
 
 
+def resource_group_record(
+    template_name: str, group: str | None, tags: Mapping[str, str] | None, location: str | None = None
+) -> dict[str, Any]:
+    """What the staging directory stands for, as AIB records its staging resource group: the asked
+    ``stagingResourceGroup`` (recorded; the directory is the local stand-in), the template's ``location``, and
+    ``managedResourceTags`` plus AIB's own default tags (``createdBy``, ``imageTemplateName``)."""
+    return {
+        "stagingResourceGroup": group or None,
+        "location": location,
+        "managedResourceTags": {**(tags or {}), "createdBy": "aib-sdk", "imageTemplateName": template_name},
+    }
+
+
+async def write_resource_group(staging: Staging, record: Mapping[str, Any]) -> None:
+    """``resource-group.json`` in the staging directory (rewritten by each run, atomically)."""
+    target = staging.directory / "resource-group.json"
+    text = json.dumps({**record, "exactStagingResourceGroup": str(staging.directory)}, indent=2) + "\n"
+
+    def write() -> None:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+
+    await anyio.to_thread.run_sync(write)
+
+
 async def remove_work(staging: Staging) -> None:
     """Remove the run's ``work/`` directory (intermediate disks)."""
     await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging.work, ignore_errors=True))

@@ -44,6 +44,24 @@ def test_config_profile_fills_options_and_explicit_values_win() -> None:
     assert given.params == {"runOutputName": "explicit"}  # the caller's options are not mutated
 
 
+def test_profile_network_selects_the_qemu_network() -> None:
+    """``[profiles.offline] network = "restrict"`` wins over ``[qemu] network`` and ``AIB_QEMU_NETWORK``."""
+    from aib_provider_qemu.network import Network
+    from aib_provider_qemu.settings import QemuSettings
+
+    config = Config(
+        {"qemu": {"network": "nat", "cpus": 2}, "profiles": {"offline": {"network": "restrict"}}},
+        {"AIB_QEMU_NETWORK": "bridge:br0", "AIB_QEMU_MEMORY_MIB": "512"},
+    )
+    options, _ = apply_profile_options(BuildOptions(profile="offline"), config)
+    assert options.config is not None
+    settings = QemuSettings.from_config(options.config)
+    assert settings.network == Network("restrict")
+    assert (settings.cpus, settings.memory_mib) == (2, 512)  # the rest of the configuration is unchanged
+    plain, _ = apply_profile_options(BuildOptions(profile="local"), config)
+    assert plain.config is None  # no network in the profile: nothing replaced
+
+
 def test_unknown_profile_and_unknown_keys_are_usage_errors() -> None:
     with pytest.raises(UsageError, match=r"unknown profile 'nope' \(known: ci, local\)"):
         profile_table("nope", Config({"profiles": {"ci": {"build_host": "qemu"}}}, {}))

@@ -172,3 +172,35 @@ async def test_concurrent_targets_convert_once(run_ctx, artifact, tmp_path: Path
     assert sorted(o.run_output_name for o in outputs) == ["a", "b", "c"]
     sizes = {(tmp_path / f"{n}.vhd").stat().st_size for n in "abc"}
     assert sizes == {17 * MIB + 512}
+
+
+async def test_artifact_tags_go_to_a_sidecar_manifest(run_ctx, artifact, tmp_path: Path) -> None:
+    """VHD and DiskFile carry ``artifactTags`` in ``<file>.json`` next to the disk: the tags, the file's own digest
+    and size, and the build's facts. Without tags no sidecar is written."""
+    import hashlib
+    import json
+
+    artifact.source_version = "2026.12.01"
+    dest = tmp_path / "tagged" / "image.vhd"
+    spec = specs.VhdDistributor.model_validate(
+        {"type": "VHD", "runOutputName": "vhdOut", "uri": dest.as_uri(), "artifactTags": {"team": "infra", "x": "1"}}
+    )
+    await LocalVhdDistributor().publish(artifact, spec, run_ctx)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["image.vhd", "image.vhd.json"]
+    sidecar = json.loads((dest.parent / "image.vhd.json").read_text())
+    assert sidecar["artifactTags"] == {"team": "infra", "x": "1"}
+    assert sidecar["sha256"] == hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert sidecar["size"] == dest.stat().st_size and sidecar["format"] == "vpc" and sidecar["file"] == "image.vhd"
+    assert sidecar["source"]["exactVersion"] == "2026.12.01" and sidecar["source"]["runId"] == run_ctx.run_id
+    assert sidecar["source"]["capturedSha256"] == hashlib.sha256(artifact.path.read_bytes()).hexdigest()
+    assert sidecar["source"]["virtualSize"] == artifact.virtual_size
+
+    qcow2 = tmp_path / "tagged" / "disk.qcow2"
+    tagged = diskfile_spec(qcow2.as_uri()).model_copy(update={"artifact_tags": {"role": "web"}})
+    await DiskFileDistributor().publish(artifact, tagged, run_ctx)
+    side = json.loads((tmp_path / "tagged" / "disk.qcow2.json").read_text())
+    assert side["artifactTags"] == {"role": "web"} and side["format"] == "qcow2"
+    assert side["sha256"] == hashlib.sha256(qcow2.read_bytes()).hexdigest()
+    plain = tmp_path / "plain" / "disk.raw"
+    await DiskFileDistributor().publish(artifact, diskfile_spec(plain.as_uri(), "raw"), run_ctx)
+    assert [p.name for p in plain.parent.iterdir()] == ["disk.raw"]

@@ -4,10 +4,8 @@ WinRM test server (not Windows: no Windows VM can run here), and the server sees
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import ClassVar
 
 import anyio
@@ -28,7 +26,9 @@ from aib_sdk.testing.winrm_server import Reply, WinRMTestServer
 from .conftest import PASSWORD, USER
 
 pytestmark = pytest.mark.anyio
-TEMPLATE = Path(__file__).parent / "data" / "helloImageTemplateWin.json"  # AIB's Windows quickstart
+TEMPLATE = (  # AIB's Windows quickstart, read from the conformance corpus (aib_conformance_corpus)
+    "azvmimagebuilder__deprecated__quickquickstarts__0_Creating_a_Custom_Windows_Managed_Image__helloImageTemplateWin.json"
+)
 RAW = "https://raw.githubusercontent.com/danielsollondon/azvmimagebuilder/master/"
 
 
@@ -113,7 +113,7 @@ def _label(call) -> str:
     return call.command_line if not call.script else "unexpected script"
 
 
-async def test_windows_quickstart_template_end_to_end(tmp_path, monkeypatch):
+async def test_windows_quickstart_template_end_to_end(tmp_path, monkeypatch, aib_conformance_corpus):
     home = tmp_path / "home"
     monkeypatch.setenv("AIB_HOME", str(home))
     monkeypatch.setenv("AIB_CACHE", str(tmp_path / "cache"))
@@ -155,7 +155,7 @@ async def test_windows_quickstart_template_end_to_end(tmp_path, monkeypatch):
             },
             timeout=300,
         )
-        result = await Builder(json.loads(TEMPLATE.read_text()), options=options).run()
+        result = await Builder(aib_conformance_corpus.template(TEMPLATE), options=options).run()
         assert result.run_state == "Succeeded", result.message
         assert result.run_outputs["winOut"].artifact_id == (
             "/subscriptions/local/resourceGroups/rg/providers/Microsoft.Compute/images/win2019"

@@ -7,13 +7,13 @@ replication to both regions.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from aib_sdk.builder import Builder
 from aib_sdk.events import TargetStatus
+from aib_sdk.testing.corpus import Corpus
 from aib_sdk.testing.fixtures_vm import read_ext4_file
 from aib_sdk.testing.recorder import EventRecorder
 
@@ -23,13 +23,14 @@ SUB, RG = "0000-1111", "aibrg"
 DEFINITION = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/galleries/aibgal/images/tiny"
 
 
-def quickstart_3() -> dict:
-    """Azure/azvmimagebuilder quickquickstarts/3 (helloImageTemplateforReCustomization.json), verbatim."""
-    return json.loads((Path(__file__).with_name("data") / "helloImageTemplateforReCustomization.json").read_text())
+QUICKSTART_3 = (  # Azure/azvmimagebuilder quickquickstarts/3, verbatim from the conformance corpus
+    "azvmimagebuilder__quickquickstarts__3_Customize_a_Managed_Image_and_Import_into_SIG__"
+    "helloImageTemplateforReCustomization.json"
+)
 
 
 async def test_quickstart_3_publishes_a_gallery_version(
-    arm, add_gallery, version_puts, vm_build_options, tmp_path: Path
+    arm, add_gallery, version_puts, vm_build_options, tmp_path: Path, aib_conformance_corpus: Corpus
 ) -> None:
     add_gallery(DEFINITION)
     recorder = EventRecorder()
@@ -46,7 +47,7 @@ async def test_quickstart_3_publishes_a_gallery_version(
         "userAssignedIdentities/aib",
     }
     options = vm_build_options("quickstart3", recorder, params=params)
-    result = await Builder(quickstart_3(), options=options).run()
+    result = await Builder(aib_conformance_corpus.template(QUICKSTART_3), options=options).run()
     assert result.run_state == "Succeeded", result.last_run_status.message
     output = result.run_outputs["sigOutput"]
     assert output.artifact_id == f"{DEFINITION}/versions/0.0.1"

@@ -210,7 +210,8 @@ async def test_vhd_distributor_routes_and_publishes(azurite, make_ctx, events, s
         "regions": {"westus": "aibreplica2"},
     }
     uri = f"{azurite.endpoint('devstoreaccount1')}/images/out/small.vhd"
-    spec = VhdDistributor.model_validate({"type": "VHD", "runOutputName": "vhdOut", "uri": uri})
+    tags = {"team": "infra", "cost-center": "42"}
+    spec = VhdDistributor.model_validate({"type": "VHD", "runOutputName": "vhdOut", "uri": uri, "artifactTags": tags})
     config = Config({"azure": azure}, {})
     assert AzureVhd.claims(spec, config)
     assert not AzureVhd.claims(
@@ -234,6 +235,9 @@ async def test_vhd_distributor_routes_and_publishes(azurite, make_ctx, events, s
             ref = settings.parse_blob_uri(ref_uri)
             assert ref is not None
             assert await download(service, ref, vhd.stat().st_size) == vhd.read_bytes()
+            headers = await service.properties(ref)
+            assert headers is not None  # artifactTags ride on the blob (and its replicas) as metadata
+            assert headers["x-ms-meta-team"] == "infra" and headers["x-ms-meta-cost_center"] == "42"
             await service.delete(ref)
     uploads = [e for e in events if isinstance(e, Progress) and e.task == "upload"]
     assert uploads and uploads[-1].done == uploads[-1].total == vhd.stat().st_size

@@ -108,6 +108,38 @@ async def test_replicates_to_three_regions_concurrently_and_verified(gallery: Ga
     assert not [p for p in gallery.files() if p.name.startswith(".")]
 
 
+async def test_shallow_replication_references_the_primary_copy(gallery: GalleryEnv, small_qcow2: Path) -> None:
+    """``replicationMode: Shallow`` (AIB 2025-10-01): one copy in the primary region; the others are recorded as
+    references to it in the version's manifest, with their replicaCount. ``Full`` (the default) copies."""
+    define(gallery)
+    regions = [{"name": "westeurope", "replicaCount": 3}, {"name": "eastus"}, {"name": "westus2"}]
+    shallow = target(galleryImageId=f"{DEF_ID}/versions/1.0.0", targetRegions=regions, replicationMode="Shallow")
+    await publish(gallery, small_qcow2, shallow)
+    manifest = gallery.store.get_image(GalleryImageRef("rg", "gal", "linux", "1.0.0"))
+    assert manifest.replication_mode == "Shallow"
+    primary, *others = manifest.regions
+    assert [r.region for r in manifest.regions] == ["local", "westeurope", "eastus", "westus2"]
+    assert primary.method == "copy" and Path(primary.path).is_relative_to(gallery.root / "regions" / "local")
+    assert [(r.method, r.path, r.sha256) for r in others] == [("reference", primary.path, primary.sha256)] * 3
+    assert [r.replica_count for r in manifest.regions] == [1, 3, 1, 1]
+    assert not (gallery.root / "regions" / "eastus").exists()  # nothing copied outside the primary region
+    statuses = [(e.region, e.state) for e in gallery.events.events if isinstance(e, TargetStatus) and e.region]
+    assert ("westus2", "Succeeded") in statuses
+    source = LocalSharedImageVersionSource()
+    spec = SharedImageVersionSource.model_validate(
+        {"type": "SharedImageVersion", "imageVersionId": f"{DEF_ID}/versions/1.0.0"}
+    )
+    assert (await source.resolve(spec, gallery.ctx())).sha256 == gallery.sha256_of(small_qcow2)
+
+    full = target(galleryImageId=f"{DEF_ID}/versions/1.0.1", targetRegions=regions, replicationMode="Full")
+    await publish(gallery, small_qcow2, full)
+    copied = gallery.store.get_image(GalleryImageRef("rg", "gal", "linux", "1.0.1"))
+    assert copied.replication_mode == "Full" and {r.method for r in copied.regions} == {"copy"}
+    assert len({r.path for r in copied.regions}) == 4
+    gallery.store.delete(GalleryImageRef("rg", "gal", "linux", "1.0.0"))  # the shallow version goes cleanly
+    assert gallery.sha256_of(Path(copied.regions[0].path)) == gallery.sha256_of(small_qcow2)
+
+
 async def test_replication_regions_and_explicit_version_conflict(gallery: GalleryEnv, small_qcow2: Path) -> None:
     define(gallery)
     spec = target(

@@ -1,6 +1,7 @@
 """The rehearsal profile: real AIB quickstart templates, unchanged, built offline with ``aib build --profile local``.
 
-Only ``--param``, ``--source`` and ``--map-uri`` adapt them: Azure ids become ``/subscriptions/local/…`` ids of the
+The templates come from the conformance corpus (``aib_conformance_corpus``; skipped without it). Only ``--param``,
+``--source`` and ``--map-uri`` adapt them: Azure ids become ``/subscriptions/local/…`` ids of the
 local gallery, the tiny test guest replaces the marketplace/gallery source, and GitHub raw URLs are served from
 ``tests/data/rehearsal/`` (offline stand-ins at the same relative paths). Everything runs in-process through
 ``aib_sdk.cli.main`` against the real Builder, QEMU guest and gallery on disk.
@@ -19,20 +20,18 @@ import anyio
 import pytest
 
 from aib_sdk.cli import main
+from aib_sdk.testing.corpus import Corpus
 from aib_sdk.testing.fixtures_vm import read_ext4_file
 
-TEMPLATES = Path(__file__).resolve().parents[3] / ".." / "shared" / "conformance" / "aib-templates" / "templates"
-SIG_FROM_SIG = TEMPLATES / (
+SIG_FROM_SIG = (
     "azvmimagebuilder__quickquickstarts__8_Creating_a_Custom_Linux_Shared_Image_Gallery_"
     "Image_from_SIG__helloImageTemplateforSIGfromSIG.json"
 )
-RECUSTOMIZE = TEMPLATES / (
+RECUSTOMIZE = (
     "azvmimagebuilder__quickquickstarts__3_Customize_a_Managed_Image_and_Import_into_SIG__"
     "helloImageTemplateforReCustomization.json"
 )
-TO_VHD = TEMPLATES / (
-    "azvmimagebuilder__quickquickstarts__4_Creating_a_Custom_Linux_Image_to_VHD__helloImageTemplateVHD.json"
-)
+TO_VHD = "azvmimagebuilder__quickquickstarts__4_Creating_a_Custom_Linux_Image_to_VHD__helloImageTemplateVHD.json"
 REHEARSAL_DATA = Path(__file__).resolve().parent / "data" / "rehearsal"
 MAP_URI = f"https://raw.githubusercontent.com/={REHEARSAL_DATA.as_uri()}/"
 
@@ -61,6 +60,11 @@ class Aib:
     capsys: pytest.CaptureFixture[str]
     gallery_root: Path
     tmp_path: Path
+    corpus: Corpus
+
+    def template(self, name: str) -> Path:
+        """The corpus file ``name``, built unchanged."""
+        return self.corpus.root / "templates" / name
 
     def __call__(self, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
@@ -68,11 +72,11 @@ class Aib:
         captured = self.capsys.readouterr()
         return code, captured.out, captured.err
 
-    def build(self, template: Path, *extra: str, params: dict[str, str] | None = None) -> tuple[int, str, str]:
+    def build(self, template: str, *extra: str, params: dict[str, str] | None = None) -> tuple[int, str, str]:
         """``aib build TEMPLATE --profile local --param … --map-uri … --json --progress none EXTRA…``."""
         argv = [
             "build",
-            str(template),
+            str(self.template(template)),
             "--profile",
             "local",
             "--map-uri",
@@ -120,7 +124,11 @@ class Aib:
 
 @pytest.fixture
 def aib(
-    tmp_path: Path, tiny_guest_cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    tiny_guest_cache: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    aib_conformance_corpus: Corpus,
 ) -> Aib:
     root = tmp_path / "gallery"
     monkeypatch.setenv("AIB_HOME", str(tmp_path / "home"))
@@ -130,7 +138,7 @@ def aib(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
     monkeypatch.delenv("AIB_CONFIG", raising=False)
     monkeypatch.delenv("AIB_DISABLE_PLUGINS", raising=False)
-    return Aib(capsys, root, tmp_path)
+    return Aib(capsys, root, tmp_path, aib_conformance_corpus)
 
 
 def source_arg(spec: dict[str, str]) -> list[str]:
@@ -147,7 +155,7 @@ def succeeded(code: int, out: str, err: str) -> dict[str, Any]:
     assert result["lastRunStatus"]["startTime"] < result["lastRunStatus"]["endTime"]
     assert set(result["source"]) == {"exactVersion"} and result["source"]["exactVersion"]
     assert Path(result["stagingDirectory"]).is_dir()
-    assert result["templateName"] in (SIG_FROM_SIG.stem, RECUSTOMIZE.stem, TO_VHD.stem)  # the file's stem
+    assert result["templateName"] in tuple(Path(n).stem for n in (SIG_FROM_SIG, RECUSTOMIZE, TO_VHD))  # the file's stem
     for output in result["runOutputs"].values():
         assert set(output) == {"artifactId", "artifactUri", "provisioningState"}
         assert output["provisioningState"] == "Succeeded"
@@ -182,7 +190,7 @@ def read_file(disk: Path, path: str, work: Path) -> bytes:
 
 def test_missing_params_listed_at_once(aib: Aib) -> None:
     """Without ``--param`` the build refuses to start, naming every missing parameter once (no VM is booted)."""
-    code, out, err = aib("build", str(SIG_FROM_SIG), "--profile", "local", "--json")
+    code, out, err = aib("build", str(aib.template(SIG_FROM_SIG)), "--profile", "local", "--json")
     assert code == 1 and out == ""
     missing = [line.split()[1] for line in err.splitlines() if line.strip().startswith("--param ")]
     expected = [
@@ -240,7 +248,7 @@ def test_rehearsal_build_publishes_to_local_gallery(aib: Aib, tiny_guest_source:
     """Quickstart 8 (SIG from SIG), unchanged: the tiny guest is customized and lands in both regions."""
     aib.create_definition()
     result = succeeded(*aib.build(SIG_FROM_SIG, *source_arg(tiny_guest_source)))
-    assert result["templateName"] == SIG_FROM_SIG.stem
+    assert result["templateName"] == Path(SIG_FROM_SIG).stem
     assert list(result["runOutputs"]) == [OUTPUT]
     assert result["runOutputs"][OUTPUT]["artifactId"] == f"{DEF_ID}/versions/0.0.1"
     version = aib.show(f"{DEF_ID}/versions/0.0.1")

@@ -149,7 +149,7 @@ def test_qemu_command_forwards_ssh_on_loopback_only(tmp_path: Path) -> None:
         name="t",
     )
     joined = " ".join(args)
-    assert "user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:2222-:22" in joined
+    assert "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:2222-:22" in joined  # nat: outbound by default
     assert "nvme,drive=os,serial=aib-os" in joined and f"file={tmp_path / 'o.qcow2'},format=qcow2" in joined
     assert f"file={tmp_path / 's.iso'},format=raw,readonly=on" in joined
     assert "-daemonize" not in args and args[args.index("-append") + 1] == "root=x"

@@ -41,6 +41,7 @@ from aib_sdk.plugins import hookimpl
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.protocols import VmRequest
 from aib_sdk.steps.windows import PowerShellStep, WindowsRestartStep
+from aib_sdk.testing.corpus import Corpus
 from aib_sdk.testing.fakes import fake_plugin, make_run_context
 from aib_sdk.testing.winrm_server import CommandCall, Reply, WinRMTestServer
 
@@ -127,7 +128,7 @@ def ps_tokens_balance(script: str) -> None:
 def test_windows_command_line_forwards_winrm_on_loopback_with_an_e1000(tmp_path: Path) -> None:
     args = command_for(tmp_path, windows_image(tmp_path))
     joined = " ".join(args)
-    assert "user,restrict=on,model=e1000,hostfwd=tcp:127.0.0.1:45985-:5985" in joined
+    assert "user,model=e1000,hostfwd=tcp:127.0.0.1:45985-:5985" in joined
     assert ":22" not in joined and "virtio-net" not in joined
     assert args[args.index("-rtc") + 1].startswith("base=localtime")
     assert args[args.index("-machine") + 1] == "q35"
@@ -138,7 +139,7 @@ def test_windows_command_line_forwards_winrm_on_loopback_with_an_e1000(tmp_path:
 
 def test_windows_command_line_https_port_and_nic_override(tmp_path: Path) -> None:
     args = command_for(tmp_path, windows_image(tmp_path), guest_port=5986, nic_model="virtio-net-pci")
-    assert "user,restrict=on,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:45985-:5986" in " ".join(args)
+    assert "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:45985-:5986" in " ".join(args)
 
 
 def test_linux_command_line_is_unchanged(tmp_path: Path) -> None:
@@ -446,10 +447,8 @@ async def test_real_qemu_windows_boot_hides_the_password_and_cleans_up(tmp_path:
 
 # a full Builder run: the conformance template through a QemuMachine whose guest is the WinRM test server ----------
 
-CONFORMANCE = (
-    Path(__file__).resolve().parents[3].parent  # the corpus lives in the ``shared`` folder beside the checkout
-    / "shared/conformance/aib-templates/templates"
-    / "azvmimagebuilder__quickquickstarts__0_Creating_a_Custom_Windows_Managed_Image__helloImageTemplateWin.json"
+WINDOWS_QUICKSTART = (  # read from the conformance corpus (aib_conformance_corpus)
+    "azvmimagebuilder__quickquickstarts__0_Creating_a_Custom_Windows_Managed_Image__helloImageTemplateWin.json"
 )
 RAW = "https://raw.githubusercontent.com/danielsollondon/azvmimagebuilder/master/"
 
@@ -511,7 +510,11 @@ class TestServerWindowsHost:
 
 @pytest.mark.anyio
 async def test_conformance_windows_template_builds_through_a_qemu_machine(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, access: windows.WinRMAccess, server: WinRMTestServer
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    access: windows.WinRMAccess,
+    server: WinRMTestServer,
+    aib_conformance_corpus: Corpus,
 ) -> None:
     from aib_provider_local_gallery import hooks as gallery_hooks
 
@@ -549,7 +552,7 @@ async def test_conformance_windows_template_builds_through_a_qemu_machine(
         timeout=300,
         on_event=events.append,
     )
-    result = await Builder(json.loads(CONFORMANCE.read_text()), options=options).run()
+    result = await Builder(aib_conformance_corpus.template(WINDOWS_QUICKSTART), options=options).run()
     assert result.run_state == "Succeeded", result.last_run_status.message
     artifact_id = result.run_outputs["winOut"].artifact_id or ""
     assert artifact_id.endswith("/providers/Microsoft.Compute/images/win2022")

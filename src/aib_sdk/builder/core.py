@@ -30,7 +30,15 @@ from aib_sdk.fetch import UriFetcher
 from aib_sdk.journal import Journal
 from aib_sdk.options import BuildOptions
 from aib_sdk.result import BuildResult
-from aib_sdk.staging import create_staging, new_run_id, remove_work, write_record, write_template
+from aib_sdk.staging import (
+    create_staging,
+    new_run_id,
+    remove_work,
+    resource_group_record,
+    write_record,
+    write_resource_group,
+    write_template,
+)
 
 from .execution import CLEANUP_TIMEOUT, Execution
 from .hub import EventHub
@@ -91,6 +99,11 @@ class Builder:
         work_entry = await journal.acquire("file", {"path": str(staging.work)}, "the run's work directory")
         self._hub.listen(_journal_phases(journal))
         await write_template(staging, plan.loaded.raw_properties)
+        props = plan.loaded.properties
+        group = resource_group_record(
+            plan.name, props.staging_resource_group, props.managed_resource_tags, plan.loaded.location
+        )
+        await write_resource_group(staging, group)
         emit = self._hub.emit
         ctx = RunContext(
             run_id=staging.run_id,
@@ -130,7 +143,7 @@ class Builder:
                     if execution.kept_vm is None:
                         await remove_work(staging)
                         await journal.release(work_entry)
-                    await write_record(staging, _record(self.result, execution, steps, warnings))
+                    await write_record(staging, _record(self.result, execution, steps, warnings, group))
         assert self.result is not None
         return self.result
 
@@ -198,7 +211,11 @@ def _output_detail(output: RunOutput, type_name: str | None) -> dict[str, Any]:
 
 
 def _record(
-    result: BuildResult, execution: Execution, steps: list[dict[str, Any]], warnings: list[str]
+    result: BuildResult,
+    execution: Execution,
+    steps: list[dict[str, Any]],
+    warnings: list[str],
+    group: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``run.json``: the ``--json`` result plus per-region outputs, step timings, phases and warnings."""
     data = result.to_json()
@@ -215,5 +232,7 @@ def _record(
         "steps": steps,
         "warnings": warnings,
         "keptVm": execution.kept_vm,
+        "optimization": execution.optimization or None,
+        **(group or {}),
     }
     return data

@@ -77,6 +77,12 @@ def _step_name(spec: BaseModel, type_name: str, index: int) -> str:
     return name if isinstance(name, str) and name else f"{type_name}-{index + 1}"
 
 
+def vm_extra(props: Any) -> dict[str, Any]:
+    """What a build host may honour beyond the VmRequest fields: ``subnetId`` (vmProfile.vnetConfig)."""
+    vnet = props.vm_profile.vnet_config if props.vm_profile else None
+    return {"subnetId": vnet.subnet_id} if vnet is not None and vnet.subnet_id else {}
+
+
 class Execution:
     """The mutable state of one run and the phases that move it."""
 
@@ -91,6 +97,8 @@ class Execution:
         self.kept_vm: str | None = None
         self.activity = "queued"
         self.phase_times: dict[str, float] = {}
+        self.optimization: dict[str, float] = {}
+        self._boot_started = 0.0
         self.cancel_scope: anyio.CancelScope | None = None
         self.cancel_requested = False
         self._finished_state = False
@@ -200,6 +208,7 @@ class Execution:
     async def _build(self) -> None:
         plan, ctx = self.plan, self.ctx
         self.phase("Building")
+        await self._host_preflight()
         self.activity = f"resolving source {type_name_of(type(plan.source_spec))}"
         image = await plan.source().resolve(plan.source_spec, ctx)
         self.exact_version = image.exact_version
@@ -210,6 +219,7 @@ class Execution:
             os_disk_size_gb=props.vm_profile.os_disk_size_gb if props.vm_profile else 0,
             data_disk_sizes_gb=tuple(d.size_gb for d in props.additional_data_disks or []),
             os_type=image.os_type,
+            extra=vm_extra(props),
         )
         if plan.source_validation_only:
             self.activity = f"starting the validation VM on {plan.host.name}"
@@ -219,16 +229,29 @@ class Execution:
         artifact = await self._on_machine(image, vm, self._customize)
         if artifact is None:
             return
+        artifact = await self._optimize(image, vm, artifact)
+        if artifact is None:
+            return
         validation_error: StepError | None = None
         if plan.validations:
             # As AIB does, validate the captured image on a fresh validation VM booted from it.
             self.phase("Validating")
             self.activity = f"starting the validation VM on {plan.host.name}"
             captured = replace(image, path=artifact.path, format=artifact.format, sha256=artifact.sha256)
+            self._boot_started = anyio.current_time()
             validation_error = await self._on_machine(captured, vm, self._validate)
             if self._finished_state:
                 return
         await self._distribute(artifact, validation_error)
+
+    async def _host_preflight(self) -> None:
+        """Let the build host refuse a request it cannot serve (optional ``BuildHost.preflight``, e.g. an unmapped
+        ``vnetConfig.subnetId``) before the source is resolved or any VM boots."""
+        host = self.plan.host()
+        check = getattr(host, "preflight", None)
+        if callable(check):
+            self.activity = f"checking the build host {self.plan.host.name}"
+            await check(VmRequest(extra=vm_extra(self.plan.loaded.properties)), self.ctx)
 
     async def _on_machine(self, image: DiskImage, vm: VmRequest, work: Callable[[Machine], Awaitable[T]]) -> T:
         """Boot ``image``, run ``work`` on the machine, then destroy it (shielded, bounded) whatever happened."""
@@ -294,9 +317,55 @@ class Execution:
         self.activity = "capturing the disk"
         return await machine.capture(self.ctx)
 
+    async def _optimize(self, image: DiskImage, vm: VmRequest, artifact: Artifact) -> Artifact | None:
+        """``optimize`` (the ``Optimizing`` sub-state): boot the captured image once to the end of its first boot
+        (``vmBoot``), run ``workload.scriptUri`` (fetched, its checksum verified), generalize again, shut down and
+        keep that disk. Its boot times are recorded in ``self.optimization`` (the next boot's by the validation VM).
+        ``None`` when a step failed (the run has failed)."""
+        spec = self.plan.loaded.properties.optimize
+        vm_boot = spec is not None and spec.vm_boot is not None and spec.vm_boot.state == "Enabled"
+        workload = spec.workload if spec is not None else None
+        script = workload.script_uri if workload is not None and workload.state == "Enabled" else None
+        if not vm_boot and not script:
+            return artifact
+        self.phase("Optimizing")
+        self.activity = f"starting the optimization VM on {self.plan.host.name}"
+        captured = replace(image, path=artifact.path, format=artifact.format, sha256=artifact.sha256)
+        started = anyio.current_time()
+
+        async def optimize(machine: Machine) -> Artifact | None:
+            self.optimization["firstBootSeconds"] = round(anyio.current_time() - started, 3)
+            error: StepError | None = None
+            if script:
+                shell = "PowerShell" if machine.communicator.os_type == "Windows" else "Shell"
+                runner = self.plan.plugins.customizer(shell)
+                step = runner.spec_model.model_validate(
+                    {"type": shell, "scriptUri": script, "sha256Checksum": workload.sha256_checksum if workload else ""}
+                )
+                error = await self._run_step("optimize", 0, "workload", shell, runner, step, machine)
+            if error is None:
+                error = await self._deprovision(machine)  # the first boot undid the generalization
+            if error is not None:
+                self._step_failed(error, machine, self.plan.on_customizer_error, "optimization")
+                return None
+            self.activity = "shutting down the optimization VM"
+            await machine.shutdown()
+            self.activity = "capturing the optimized disk"
+            return await machine.capture(self.ctx)
+
+        return await self._on_machine(captured, vm, optimize)
+
     async def _validate(self, machine: Machine) -> StepError | None:
         """Run ``inVMValidations``; on failure end the run unless ``continueDistributeOnFailure`` (and cleanup)."""
         plan = self.plan
+        if self.optimization:  # what vmBoot saved: the optimized image's next boot against its first one
+            self.optimization["nextBootSeconds"] = round(anyio.current_time() - self._boot_started, 3)
+            self.ctx.log(
+                "optimize",
+                f"boot to ready: first {self.optimization['firstBootSeconds']:g}s, "
+                f"after optimization {self.optimization['nextBootSeconds']:g}s",
+                "info",
+            )
         error = await self._run_steps("validate", plan.validations, machine)
         if error is not None:
             if plan.on_validation_error == "abort" or not plan.continue_distribute_on_failure:

@@ -127,6 +127,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     if config is None:
         config = await anyio.to_thread.run_sync(Config.load)
     options, rewrite = apply_profile_options(options, config)
+    config = options.config or config  # a profile's network replaces the [qemu] one
     plugins = options.plugins or PluginManager()
     await anyio.to_thread.run_sync(lambda: plugins.registry)  # loads entry points off the event loop
     file: Path | None = None

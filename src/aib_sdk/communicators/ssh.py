@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,6 +84,8 @@ class SshCommunicator:
         self._host_keys = _public_keys(host_keys)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = anyio.Lock()
+        self.environment: dict[str, str] = {}
+        """Variables exported in every command's session (e.g. the host's proxy, when the operator offers it)."""
 
     # Connection ---------------------------------------------------------------------------------------------
 
@@ -179,10 +182,11 @@ class SshCommunicator:
     ) -> CommandResult:
         """Run ``command`` in a new session, streaming its lines; -1 when the connection dropped meanwhile."""
         conn = await self._connection()
+        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in self.environment.items())
         buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
         sizes = {"stdout": 0, "stderr": 0}
         try:
-            process = await conn.create_process(command, stdin=asyncssh.DEVNULL, encoding=None)
+            process = await conn.create_process(exports + command, stdin=asyncssh.DEVNULL, encoding=None)
         except (OSError, asyncssh.Error) as exc:
             self._drop()
             raise CommunicatorError(f"cannot start a command on the guest: {exc}") from exc

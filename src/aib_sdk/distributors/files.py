@@ -3,10 +3,14 @@
 Both publish atomically: the disk is written to a hidden temporary file in the destination folder, fsynced,
 renamed into place and the folder fsynced; on failure or cancellation the temporary file is removed. An existing
 file at the destination is replaced atomically (readers see the old disk or the new one, never a mix).
+
+A target with ``artifactTags`` also gets a sidecar manifest ``<file>.json`` next to the disk (written after it,
+atomically): the tags, the file's sha256 and size, and the facts of the build it came from.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -79,6 +83,47 @@ async def publish_file(source: Path, destination: Path, ctx: RunContext, *, targ
         raise
 
 
+async def write_sidecar(
+    artifact: Artifact, source: Path, destination: Path, spec: specs.DistributorSpec, ctx: RunContext, fmt: str
+) -> Path | None:
+    """``<destination>.json`` with the target's ``artifactTags``, the disk's digest and the build's facts (only when
+    the target has tags); written to a temporary file and renamed into place."""
+    if not spec.artifact_tags:
+        return None
+    sha256 = await disks.artifact_sha256(artifact, source)
+    manifest = {
+        "file": destination.name,
+        "uri": destination.as_uri(),
+        "format": fmt,
+        "sha256": sha256,
+        "size": (await anyio.Path(destination).stat()).st_size,
+        "artifactTags": dict(spec.artifact_tags),
+        "runOutputName": spec.run_output_name,
+        "source": {
+            "runId": ctx.run_id or artifact.run_id,
+            "templateName": ctx.template_name or artifact.template_name,
+            "templateDigest": ctx.template_digest or artifact.template_digest,
+            "exactVersion": artifact.source_version,
+            "osType": artifact.os_type,
+            "hyperVGeneration": artifact.hyper_v_generation,
+            "virtualSize": artifact.virtual_size,
+            "capturedSha256": await disks.artifact_sha256(artifact, artifact.path),
+        },
+    }
+    sidecar = destination.with_name(destination.name + ".json")
+    tmp = sidecar.with_name(f".{sidecar.name}.{secrets.token_hex(4)}.part")
+    try:
+        await anyio.Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
+        await anyio.Path(tmp).rename(sidecar)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await anyio.Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DistributeError(f"{spec.run_output_name}: cannot write {sidecar}: {exc}") from exc
+        raise
+    return sidecar
+
+
 class DiskFileDistributor:
     """``DiskFile``: the captured disk as a local file in qcow2 (optionally compressed), raw, VHD or VMDK.
 
@@ -105,6 +150,7 @@ class DiskFileDistributor:
         destination = _destination(spec.uri)
         source = await disks.converted(artifact, target, ctx, target_name=name)
         await publish_file(source, destination, ctx, target=name)
+        await write_sidecar(artifact, source, destination, spec, ctx, spec.format)
         return RunOutput(run_output_name=name, artifact_uri=destination.as_uri())
 
 
@@ -140,4 +186,5 @@ class LocalVhdDistributor:
             destination = ctx.staging.run_directory / f"{name}.vhd"
         source = await disks.converted(artifact, "vhd", ctx, target_name=name)
         await publish_file(source, destination, ctx, target=name)
+        await write_sidecar(artifact, source, destination, spec, ctx, "vpc")
         return RunOutput(run_output_name=name, artifact_uri=destination.as_uri())

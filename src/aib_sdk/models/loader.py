@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aib_sdk.errors import Issue, TemplateError, UsageError
 from aib_sdk.models.arm import ArmContext, Opaque, is_expression, join_path
 from aib_sdk.models.issues import Loc, unknown_field_message
+from aib_sdk.models.local_support import local_warnings
 from aib_sdk.models.locate import Candidate, candidates, find_image_templates, select
 from aib_sdk.models.placeholders import fill_placeholders, is_unresolved, placeholder_names
 from aib_sdk.models.specs import NAME_PATTERN
@@ -53,10 +54,16 @@ USED_FIELDS = (
     "customize",
     "validate",
     "distribute",
+    "optimize",
+    "errorHandling",
     "buildTimeoutInMinutes",
     "vmProfile.vmSize",
     "vmProfile.osDiskSizeGB",
+    "vmProfile.vnetConfig.subnetId",
+    "additionalDataDisks",
 )
+# Recorded as given, never acted upon (so a placeholder there does not block a build): stagingResourceGroup,
+# managedResourceTags, identity, location, tags.
 
 
 @dataclass
@@ -85,9 +92,11 @@ class LoadedTemplate:
     path_prefix: str = ""
     raw_properties: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
+    location: str | None = None
+    """The resource's ``location`` (recorded with the staging directory; the build itself runs on this host)."""
 
     def unresolved_used(self) -> list[Unresolved]:
-        """The unresolved values in fields a local run uses (not identity, location, tags, vnetConfig …)."""
+        """The unresolved values in fields a local run uses (not identity, location, tags, proxyVmSize …)."""
         out = []
         for item in self.unresolved:
             rel = _relative(item.path, self.path_prefix)
@@ -242,6 +251,7 @@ def _load(
     unresolved: list[Unresolved] = []
     _collect_unresolved(envelope if not cand.bare else props, cand.resource_path, opaque, unresolved)
     warnings += [_warning_for(item) for item in unresolved]
+    warnings += local_warnings(None if cand.bare else envelope, props, resource=cand.resource_path, prefix=prefix)
 
     unresolved_paths: set[Loc] = set()
     for item in unresolved:
@@ -259,6 +269,7 @@ def _load(
         raise TemplateError(issues, warnings=warnings)
 
     raw_name = envelope.get("name")
+    location = envelope.get("location")
     canonical = json.dumps(props, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return LoadedTemplate(
         properties=properties,
@@ -269,6 +280,7 @@ def _load(
         path_prefix=prefix,
         raw_properties=props,
         digest=hashlib.sha256(canonical.encode()).hexdigest(),
+        location=location if isinstance(location, str) and not is_unresolved(location) else None,
     )
 
 

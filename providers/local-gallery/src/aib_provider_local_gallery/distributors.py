@@ -205,6 +205,7 @@ class LocalSharedImageDistributor:
                 os_type=artifact.os_type,
                 hyper_v_generation=artifact.hyper_v_generation,
                 exclude_from_latest=spec.exclude_from_latest,
+                replication_mode=spec.replication_mode or "Full",
                 artifact_tags=dict(spec.artifact_tags or {}),
                 artifact=ArtifactInfo(sha256="", size=0, virtual_size=artifact.virtual_size),
                 regions=[],

@@ -53,7 +53,8 @@ class RegionReplica(Record):
     path: str
     sha256: str
     size: int
-    method: Literal["copy", "reflink"] = "copy"
+    method: Literal["copy", "reflink", "reference"] = "copy"
+    """``reference``: a Shallow replica — no copy of its own; ``path`` is the primary region's copy."""
     state: Literal["Succeeded", "Failed"] = "Succeeded"
 
 
@@ -77,6 +78,9 @@ class ImageManifest(Record):
     os_type: Literal["Linux", "Windows"] = "Linux"
     hyper_v_generation: Literal["V1", "V2"] = "V1"
     exclude_from_latest: bool = False
+    replication_mode: Literal["Full", "Shallow"] = "Full"
+    """``Full``: a verified copy per region; ``Shallow``: one copy in the primary (first) region, the other regions
+    reference it (``method: reference``), as AIB 2025-10-01's ``replicationMode: Shallow``."""
     artifact_tags: dict[str, str] = Field(default_factory=dict)
     artifact: ArtifactInfo
     regions: list[RegionReplica]

@@ -90,12 +90,16 @@ async def publish_image(
 ) -> ImageManifest:
     """Copy ``artifact`` to every region, then make ``ref`` visible with ``manifest`` (its regions filled in).
 
+    With ``manifest.replication_mode == "Shallow"`` only the first (primary) region gets a copy; every other region
+    is recorded as a ``reference`` to it.
+
     Raises :class:`~aib_sdk.errors.ConflictError` if ``ref`` exists or is being published. On failure or
     cancellation every file written is removed (shielded) and nothing becomes visible.
     """
     source = await qcow2_of(artifact, ctx, run_output_name)
     expected = artifact.sha256 if source == artifact.path else None  # a conversion has a digest of its own
     names = [r.name for r in regions]
+    copied = names[:1] if manifest.replication_mode == "Shallow" else names
     token = secrets.token_hex(6)
     region_dirs = []
     for name in names:
@@ -131,7 +135,7 @@ async def publish_image(
         emit(outcome.region, "Succeeded", f"{outcome.method}, sha256 {outcome.sha256}")
 
     targets = []
-    for name in names:
+    for name in copied:
         directory = store.region_path(name, ref)
         targets.append(
             CopyTarget(name, directory / f".pending-{ctx.run_id}-{claim.token}.qcow2", directory / DISK_NAME)
@@ -154,6 +158,10 @@ async def publish_image(
             on_done=done,
         )
         outcomes = await replicator.run()
+        primary = outcomes[0]
+        for name in names[len(copied) :]:  # Shallow: the other regions point at the primary copy
+            outcomes.append(CopyOutcome(name, primary.path, primary.sha256, primary.size, "reference"))
+            done(outcomes[-1])
         by_region = {r.name: r for r in regions}
         manifest.artifact = ArtifactInfo(
             sha256=replicator.sha256, size=replicator.size, virtual_size=artifact.virtual_size, format="qcow2"

@@ -47,7 +47,8 @@ def _zeros() -> memoryview:
     return memoryview(bytes(_HOLE_STEP))
 
 
-Method = Literal["copy", "reflink"]
+Method = Literal["copy", "reflink", "reference"]
+"""``reference``: no copy (a Shallow replica recorded as pointing at the primary copy)."""
 Chunk = tuple[int, int, bytes | None]  # offset, length, data (None: zeros, nothing to write)
 
 

@@ -1,8 +1,9 @@
 """``QemuBuildHost``: boots a :class:`DiskImage` in QEMU (TCG, or KVM when a probe shows it works).
 
 The base image is never written: the VM runs on a qcow2 overlay in the run's work directory (grown to
-``osDiskSizeGB``), with ``additionalDataDisks`` as extra qcow2 disks, user-mode networking restricted to the guest
-(``restrict=on``) and one host port on 127.0.0.1 forwarded to the guest's SSH port (Windows: its WinRM port).
+``osDiskSizeGB``), with ``additionalDataDisks`` as extra qcow2 disks, the ``[qemu] network``
+(:mod:`aib_provider_qemu.network`: outbound NAT by default) and one host port on 127.0.0.1 forwarded to the guest's
+SSH port (Windows: its WinRM port).
 ``cloud-init`` images get a NoCloud seed with a fresh client key and pinned host keys; ``static`` images use the
 ``ssh_*`` settings. Windows images (:mod:`aib_provider_qemu.windows`) get a cloudbase-init config drive creating the
 build user with a per-build password, or use the ``winrm_*`` settings.
@@ -28,6 +29,7 @@ from aib_provider_qemu import accel as accel_mod
 from aib_provider_qemu import child as qemu_child
 from aib_provider_qemu import seed, vmsizes, windows
 from aib_provider_qemu.machine import QemuMachine
+from aib_provider_qemu.network import Network, network_for, nic_args
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
@@ -88,6 +90,7 @@ def qemu_command(
     guest_port: int | None = None,
     ovmf_vars: Path | None = None,
     nic_model: str | None = None,
+    network: Network | None = None,
     pidfile: Path | None = None,
 ) -> list[str]:
     """The QEMU command line of a build VM (in the foreground, a child of the builder: see
@@ -136,7 +139,7 @@ def qemu_command(
         ]
     elif seed_iso is not None:
         args += _drive_args("virtio", "seed", seed_iso, "raw", "aib-seed", readonly=True)
-    args += ["-nic", f"user,restrict=on,model={model},hostfwd=tcp:127.0.0.1:{port}-:{guest_port}"]
+    args += nic_args(network or Network(), model=model, port=port, guest_port=guest_port)
     if is_windows:
         args += ["-rtc", "base=localtime,clock=host"]
     args += ["-device", "virtio-rng-pci"]
@@ -172,6 +175,19 @@ async def choose_accel(settings: QemuSettings, kernel: Path | None) -> accel_mod
     return cached
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy")
+
+
+def proxy_environment(env: dict[str, str]) -> dict[str, str]:
+    """The host's proxy variables (``[qemu] offer_proxy``), in both spellings, for the steps' sessions."""
+    out: dict[str, str] = {}
+    for name in PROXY_VARIABLES:
+        value = env.get(name) or env.get(name.upper())
+        if value:
+            out[name] = out[name.upper()] = value
+    return out
+
+
 def _read_host_key_setting(value: str) -> list[str]:
     """The pinned host key(s): the setting itself, or the content of the file it names (sync)."""
     path = Path(value).expanduser()
@@ -194,6 +210,11 @@ class QemuBuildHost:
     def available(cls, config: Config) -> bool:
         return shutil.which(QemuSettings.from_config(config).binary) is not None
 
+    async def preflight(self, vm: VmRequest, ctx: RunContext) -> None:
+        """Before anything starts: the settings parse and ``vnetConfig.subnetId`` maps to a network."""
+        settings = QemuSettings.from_config(ctx.config)
+        network_for(settings.network, settings.networks, vm.extra.get("subnetId"))
+
     def start(self, image: DiskImage, vm: VmRequest, ctx: RunContext) -> AbstractAsyncContextManager[Machine]:
         """Boot ``image`` and yield a ready :class:`QemuMachine`; the VM is gone when the context exits."""
         return cast("AbstractAsyncContextManager[Machine]", self._run(image, vm, ctx))
@@ -203,6 +224,7 @@ class QemuBuildHost:
         settings = QemuSettings.from_config(ctx.config)
         if shutil.which(settings.binary) is None:
             raise BuildHostError(f"{settings.binary} not found: install qemu-system-x86 (Debian) or QEMU")
+        network = network_for(settings.network, settings.networks, vm.extra.get("subnetId"))  # before any boot
         vm_id = f"vm-{uuid.uuid4().hex[:10]}"
         directory = (ctx.staging.work / vm_id).absolute()
         await anyio.Path(directory).mkdir(parents=True, exist_ok=False)
@@ -236,7 +258,7 @@ class QemuBuildHost:
             try:
                 async with anyio.create_task_group() as tg:
                     try:
-                        await self._boot(machine, vm, seed_iso, tg, children)
+                        await self._boot(machine, vm, seed_iso, tg, children, network)
                         yield machine
                     finally:
                         with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
@@ -325,6 +347,7 @@ class QemuBuildHost:
         seed_iso: Path | None,
         tg: anyio.abc.TaskGroup,
         children: list[qemu_child.QemuChild],
+        network: Network | None = None,
     ) -> None:
         image, ctx, settings = machine.image, machine.ctx, machine.settings
         base_info = await disks.info(image.path, image.format)
@@ -373,7 +396,12 @@ class QemuBuildHost:
                 '(else use "diskInterface": "ide", an AHCI disk Windows drives natively)',
                 "info",
             )
-        ctx.log("qemu", f"booting {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB)", "info")
+        network = network or Network()
+        ctx.log(
+            "qemu",
+            f"booting {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB, network {network.text})",
+            "info",
+        )
         tag = f"aib-{machine.directory.name}"
         for attempt in range(5):
             port = free_port()
@@ -394,6 +422,7 @@ class QemuBuildHost:
                 ovmf_vars=ovmf_vars,
                 nic_model=image.attributes.get("nic_model")
                 or (settings.windows_nic_model if image.os_type == "Windows" else None),
+                network=network,
             )
             # Synchronous: the pid is known (and teardown can stop it) before the next await.
             started = qemu_child.spawn(args, tag=tag, cwd=machine.directory, stderr_file=machine.directory / "qemu.log")
@@ -413,6 +442,8 @@ class QemuBuildHost:
             assert isinstance(machine.communicator, SshCommunicator)
             machine.communicator.port = port
             machine.communicator.machine_alive = machine.alive  # a VM that died is not waited for as a reboot
+            if settings.offer_proxy:
+                machine.communicator.environment = proxy_environment(dict(ctx.config.env))
             known = machine.directory / "known_hosts"
             await anyio.Path(known).write_text(
                 "".join(f"[127.0.0.1]:{port} {key}\n" for key in machine.communicator.pinned_host_keys)

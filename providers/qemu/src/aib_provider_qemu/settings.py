@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aib_provider_qemu.network import Network, parse_network, parse_networks
 from aib_sdk.config import Config
 from aib_sdk.errors import UsageError
 
@@ -33,6 +34,18 @@ def _float(section: dict[str, Any], key: str, default: float) -> float:
         raise UsageError(f"[qemu] {key} must be a number of seconds, not {value!r}") from exc
 
 
+def _bool(section: dict[str, Any], key: str) -> bool:
+    value = section.get(key)
+    if isinstance(value, bool):
+        return value
+    text = str(value or "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise UsageError(f"[qemu] {key} must be true or false, not {value!r}")
+
+
 def _path(section: dict[str, Any], key: str) -> Path | None:
     value = section.get(key)
     return Path(str(value)).expanduser() if value else None
@@ -56,6 +69,12 @@ class QemuSettings:
       HTTPS on 5986) and ``winrm_cert_thumbprint``/``winrm_ca_bundle`` to verify the guest's certificate.
       ``windows_nic_model`` (default ``e1000``, which Windows drives without extra drivers);
       ``windows_boot_timeout`` (default 1800 s: a first boot of Windows under TCG runs OOBE and cloudbase-init).
+    - ``network``: ``nat`` (default: outbound NAT, only the SSH/WinRM forward inward on 127.0.0.1), ``restrict`` or
+      ``none`` (offline), ``bridge:<name>``, ``tap:<name>``, ``socket:<options>``, ``netdev:<raw>``
+      (:mod:`aib_provider_qemu.network`); ``networks``: ``[qemu.networks."<subnetId or glob>"] network = …`` for
+      ``vmProfile.vnetConfig.subnetId``.
+    - ``offer_proxy``: export the host's ``http_proxy``/``https_proxy``/``no_proxy`` (either case) in every step's
+      session (off by default; nothing is written into the image).
     """
 
     binary: str = "qemu-system-x86_64"
@@ -78,6 +97,9 @@ class QemuSettings:
     winrm_ca_bundle: Path | None = None
     windows_nic_model: str = "e1000"
     windows_boot_timeout: float = 1800.0
+    network: Network = field(default_factory=Network)
+    networks: tuple[tuple[str, Network], ...] = ()
+    offer_proxy: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> QemuSettings:
@@ -113,4 +135,7 @@ class QemuSettings:
             winrm_ca_bundle=_path(s, "winrm_ca_bundle"),
             windows_nic_model=nic,
             windows_boot_timeout=_float(s, "windows_boot_timeout", 1800.0),
+            network=parse_network(s.get("network")),
+            networks=parse_networks(s.get("networks")),
+            offer_proxy=_bool(s, "offer_proxy"),
         )

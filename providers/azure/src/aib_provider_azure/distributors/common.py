@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -73,6 +73,17 @@ def metadata(ctx: RunContext, run_output_name: str) -> dict[str, str]:
         "aibtemplate": safe_name(ctx.template_name),
         "aiboutput": safe_name(run_output_name),
     }
+
+
+def tag_metadata(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """``artifactTags`` as blob metadata: names reduced to identifiers (Azure's rule for metadata names), values
+    to printable ASCII (HTTP header values)."""
+    out: dict[str, str] = {}
+    for key, value in (tags or {}).items():
+        name = re.sub(r"[^A-Za-z0-9_]", "_", key)
+        name = f"_{name}" if not name or name[0].isdigit() else name
+        out[name] = re.sub(r"[^\x20-\x7e]", "?", value)
+    return out
 
 
 def staging_blob(settings: AzureSettings, ctx: RunContext, run_output_name: str, region: str | None = None) -> BlobRef:

@@ -12,6 +12,7 @@ from aib_provider_azure.distributors.common import (
     region_progress,
     safe_name,
     status,
+    tag_metadata,
     upload_progress,
 )
 from aib_provider_azure.release import blob_record
@@ -55,7 +56,7 @@ class AzureVhd:
         if blob is None:
             raise UsageError(f"{name}: {spec.uri!r} is not an Azure blob URI")
         vhd = await fixed_vhd(artifact, ctx, name)
-        meta = metadata(ctx, name)
+        meta = {**tag_metadata(spec.artifact_tags), **metadata(ctx, name)}  # artifactTags ride on the blob
         async with AzureSession(settings, ctx.options.credential) as session:
             entry = await ctx.journal.acquire("azure.blob", blob_record(blob, staging=False), f"VHD {blob.url}")
             try:
