@@ -67,6 +67,8 @@ class DeadRun:
     work_removed: Path | None = None
     marked_failed: bool = False
     kept: list[str] = field(default_factory=list)
+    ended: str = ""
+    """The final state the run recorded itself (its builder died later, or a release failed), else empty."""
 
     @property
     def ok(self) -> bool:
@@ -85,7 +87,8 @@ class DeadRun:
     def lines(self) -> list[str]:
         """What gc did for this run, one line each (``would …`` with ``dry_run``)."""
         verb = "would release" if self.dry_run else "released"
-        out = [f"run {self.run_id} ({self.template_name}): interrupted during {self.phase}"]
+        how = f"ended {self.ended}, leftovers remain" if self.ended else f"interrupted during {self.phase}"
+        out = [f"run {self.run_id} ({self.template_name}): {how}"]
         for r in self.releases:
             out.append(f"  {verb} {r.kind}: {r.detail}" if r.ok else f"  FAILED to release {r.kind}: {r.detail}")
         if self.work_removed is not None:
@@ -108,6 +111,7 @@ class DeadRun:
             "workRemoved": str(self.work_removed) if self.work_removed else None,
             "markedFailed": self.marked_failed,
             "kept": self.kept,
+            "ended": self.ended or None,
         }
 
 
@@ -177,7 +181,8 @@ async def _collect_run(
         activity=state.activity,
         pid=state.owner.pid if state.owner else None,
         dry_run=dry_run,
-        kept=[e.what or e.kind for e in state.kept_entries],
+        kept=[f"{e.what or e.kind}" + (f" ({e.note})" if e.note else "") for e in state.kept_entries],
+        ended=str(record.last_run_status.get("runState") or "") if record.data else "",
     )
     journal = Journal(state.path)
     releasers = plugins.registry.releasers

@@ -113,6 +113,8 @@ class Entry:
     what: str = ""
     time: str = ""
     state: str = "open"
+    note: str = ""
+    """For a kept resource: what the run said when keeping it (e.g. how to reach a kept VM)."""
 
 
 @dataclass
@@ -165,6 +167,8 @@ def read_journal(path: Path) -> JournalState:
             state.entries[item["id"]].data.update(item.get("data") or {})
         elif op in ("release", "keep") and item.get("id") in state.entries:
             state.entries[item["id"]].state = "released" if op == "release" else "kept"
+            if op == "keep":
+                state.entries[item["id"]].note = str(item.get("what") or "")
         elif op == "phase":
             state.phase = str(item.get("phase") or state.phase)
             state.activity = str(item.get("activity") or "")

@@ -4,6 +4,7 @@ releases what the run journaled, and ``aib runs`` shows it ``Running`` while ali
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -63,3 +64,39 @@ def test_kill_9_of_aib_build_kills_its_qemu_and_gc_leaves_nothing(
     assert "interrupted during Customizing (customize step 'wait')" in message
     again = aib(tmp_path, tiny_guest_cache, "gc")
     assert again.returncode == 0 and not again.stdout and "nothing to collect" in again.stderr
+
+
+def test_a_kept_vm_outlives_aib_build_and_gc_leaves_it_running(
+    tmp_path: Path, tiny_guest_source: dict[str, str], tiny_guest_cache: Path
+) -> None:
+    """errorHandling abort keeps the VM: the watchdog is disarmed, so it survives the builder's exit and aib gc."""
+    template = tmp_path / "kept.json"
+    template.write_text(
+        json.dumps(
+            {
+                "source": tiny_guest_source,
+                "customize": [{"type": "Shell", "name": "broken", "inline": ["exit 3"]}],
+                "errorHandling": {"onCustomizerError": "abort"},
+                "distribute": [{"type": "VHD", "runOutputName": "vhd"}],
+            }
+        )
+    )
+    build = aib(tmp_path, tiny_guest_cache, "build", str(template), "--json", timeout=300)
+    assert build.returncode == 2, build.stderr[-2000:]
+    assert "kept" in json.loads(build.stdout)["lastRunStatus"]["message"]
+    [line] = qemu_processes(tmp_path)
+    pid = int(line.split()[0])
+    try:
+        time.sleep(1)  # the watchdog would have acted by now
+        assert qemu_processes(tmp_path), "the kept VM died with its builder"
+        gc = aib(tmp_path, tiny_guest_cache, "gc")
+        assert gc.returncode == 0, gc.stderr
+        assert "ended Failed, leftovers remain" in gc.stdout
+        assert (
+            "left running (kept on purpose): QEMU build VM aib-vm-" in gc.stdout
+            and f"(kept QEMU pid {pid})" in gc.stdout
+        )
+        assert qemu_processes(tmp_path), "aib gc killed a kept VM"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not qemu_processes(tmp_path), timeout=15)
