@@ -177,3 +177,23 @@ async def test_thirty_builds_of_one_template_at_once(
     staging = runs[0].staging_directory
     assert (staging / "template.json").is_file() and not list(staging.glob(".template.json.*"))
     assert os.listdir(staging / "runs") and all(not (r.run_directory / "work").exists() for r in runs)
+
+
+def test_aib_build_collects_dead_runs_first(
+    aib_home: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aib_sdk.cli import main
+
+    run_dir, journal = anyio.run(dead_run, aib_home)
+    leftover = tmp_path / "leftover"
+    leftover.write_text("x")
+    journal.acquire_sync("file", {"path": str(leftover)}, "a temp file")
+    template = tmp_path / "bad.json"
+    template.write_text('{"source": {"type": "Nope"}}')
+    assert main(["build", str(template)]) == 1  # the template is refused, after the gc
+    err = capsys.readouterr().err
+    assert "aib: gc: run 20260101T000000Z-abcdef (crashed): interrupted during Customizing" in err
+    assert not leftover.exists() and (run_dir / "run.json").is_file()
+    assert main(["runs", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["runState"] == "Failed" and row["endTime"]
