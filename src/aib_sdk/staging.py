@@ -45,8 +45,9 @@ import anyio
 from aib_sdk.config import Config
 from aib_sdk.context import Staging
 from aib_sdk.errors import UsageError
-from aib_sdk.fetch import redact_uri
 from aib_sdk.journal import JOURNAL_NAME, read_journal
+from aib_sdk.private_files import ensure_private_home, make_private_dir, write_private
+from aib_sdk.redaction import redact
 
 RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]")
@@ -78,10 +79,11 @@ async def create_staging(config: Config, template_name: str, digest: str, run_id
     staging = Staging(staging_directory(config, template_name, digest), run_id)
 
     def make() -> None:
-        staging.inputs.mkdir(parents=True, exist_ok=True)
-        staging.run_directory.parent.mkdir(parents=True, exist_ok=True)
-        staging.run_directory.mkdir()  # exclusive: a run id is never shared (FileExistsError)
-        staging.work.mkdir()
+        ensure_private_home(config.home)
+        make_private_dir(staging.inputs)
+        make_private_dir(staging.run_directory.parent)
+        staging.run_directory.mkdir(mode=0o700)  # exclusive: a run id is never shared (FileExistsError)
+        staging.work.mkdir(mode=0o700)
 
     await anyio.to_thread.run_sync(make)
     return staging
@@ -89,43 +91,22 @@ async def create_staging(config: Config, template_name: str, digest: str, run_id
 
 async def write_record(staging: Staging, record: Mapping[str, Any]) -> None:
     """Write ``run.json`` atomically (a temporary file renamed into place)."""
-    text = json.dumps(record, indent=2, sort_keys=False, default=str) + "\n"
+    text = redact(json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
     target = staging.record_file
-
-    def write() -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-
-    await anyio.to_thread.run_sync(write)
-
-
-def _redacted(value: Any) -> Any:
-    """``value`` with the query strings of http(s) URIs removed (SAS tokens are secrets)."""
-    if isinstance(value, str) and value.lower().startswith(("http://", "https://")) and "?" in value:
-        return redact_uri(value)
-    if isinstance(value, Mapping):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
+    await anyio.to_thread.run_sync(write_private, target, text)
 
 
 async def write_template(staging: Staging, properties: Mapping[str, Any]) -> None:
     """Keep the template's (evaluated) ``properties`` as ``template.json`` in the staging directory, once.
 
-    Query strings of URIs (SAS tokens) are left out.
+    Query strings of URIs (SAS tokens) and known secrets are left out (:mod:`aib_sdk.redaction`).
     """
     target = staging.directory / "template.json"
-    text = json.dumps(_redacted(properties), indent=2, default=str) + "\n"
+    text = json.dumps(redact(dict(properties)), indent=2, default=str) + "\n"
 
     def write() -> None:
         if not target.exists():
-            # A name of its own: several builds of one template (in one process or many) may write it at once.
-            tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(target)
+            write_private(target, text)
 
     await anyio.to_thread.run_sync(write)
 
@@ -146,14 +127,8 @@ def resource_group_record(
 async def write_resource_group(staging: Staging, record: Mapping[str, Any]) -> None:
     """``resource-group.json`` in the staging directory (rewritten by each run, atomically)."""
     target = staging.directory / "resource-group.json"
-    text = json.dumps({**record, "exactStagingResourceGroup": str(staging.directory)}, indent=2) + "\n"
-
-    def write() -> None:
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-
-    await anyio.to_thread.run_sync(write)
+    text = redact(json.dumps({**record, "exactStagingResourceGroup": str(staging.directory)}, indent=2) + "\n")
+    await anyio.to_thread.run_sync(write_private, target, text)
 
 
 async def remove_work(staging: Staging) -> None:

@@ -119,6 +119,7 @@ class Builder:
                 uri_map=plan.options.uri_map,
                 base_directory=plan.base_directory,
                 scratch=staging.work,
+                context=plan.context,
             ),
             plugins=plan.plugins,
             journal=journal,
