@@ -265,6 +265,7 @@ async def s3_target(moto_url: str, gate: Callable[[Seen], Any], replicate: bool)
     regions = ["eu-west-1", "us-west-2"] if replicate else ["eu-west-1"]
     buckets = await s3_buckets(moto_url, *regions)
     async with fault_proxy(moto_url, gate) as proxy:
+        os.environ["AIB_TRUST_ENDPOINTS"] = proxy.url  # the operator allows the template's endpoint (trust rules)
         target = {
             "type": "S3Image",
             "runOutputName": "s3",
@@ -274,7 +275,10 @@ async def s3_target(moto_url: str, gate: Callable[[Seen], Any], replicate: bool)
                 {"bucket": b, "region": r, "endpointUrl": proxy.url} for b, r in zip(buckets, regions, strict=True)
             ],
         }
-        yield target, list(zip(buckets, regions, strict=True))
+        try:
+            yield target, list(zip(buckets, regions, strict=True))
+        finally:
+            del os.environ["AIB_TRUST_ENDPOINTS"]
 
 
 async def assert_no_partial_s3(moto_url: str, places: list[tuple[str, str]], *, complete_first: bool) -> None:
