@@ -50,10 +50,12 @@ def _read_chunk(fd: int, offset: int, length: int, skip_zero: bool) -> tuple[byt
     return data, base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
-async def discard(service: BlobService, blob: BlobRef) -> None:
-    """Delete ``blob`` shielded from cancellation and bounded in time; failures to delete are swallowed."""
+async def discard(service: BlobService, blob: BlobRef) -> bool:
+    """Delete ``blob`` shielded from cancellation and bounded in time; failures to delete are swallowed (False)."""
     with cleanup_scope(60), contextlib.suppress(Exception):
         await service.delete(blob)
+        return True
+    return False
 
 
 async def upload_page_blob(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from aib_provider_local_gallery.replicate import CopyOutcome, CopyTarget, Region
 from aib_provider_local_gallery.store import DISK_NAME, Claim, GalleryStore
 from aib_sdk.artifacts import Artifact
 from aib_sdk.context import RunContext
-from aib_sdk.errors import DistributeError
+from aib_sdk.errors import DistributeError, UsageError
 from aib_sdk.events import TargetState
 from aib_sdk.runtime import cleanup_scope
 
@@ -98,9 +101,20 @@ async def publish_image(
     expected = artifact.sha256 if source == artifact.path else None  # a conversion has a digest of its own
     names = [r.name for r in regions]
     copied = names[:1] if manifest.replication_mode == "Shallow" else names
-    # deliberately unbounded: a claim taken must reach the try below, which releases it
-    with anyio.CancelScope(shield=True):
-        claim: Claim = await run_sync(store.claim, ref, ctx.run_id, names)
+    token = secrets.token_hex(6)
+    region_dirs = []
+    for name in names:
+        with contextlib.suppress(UsageError):
+            region_dirs.append(str(store.region_path(name, ref)))
+    journaled = {"directory": str(store.path_of(ref)), "token": token, "regionDirectories": region_dirs}
+    entry = await ctx.journal.acquire("local-gallery.claim", journaled, f"gallery claim on {ref.id}")
+    try:
+        # deliberately unbounded: a claim taken must reach the try below, which releases it
+        with anyio.CancelScope(shield=True):
+            claim: Claim = await run_sync(functools.partial(store.claim, ref, ctx.run_id, names, token=token))
+    except BaseException:
+        await ctx.journal.release(entry)  # nothing was claimed
+        raise
     status: dict[str, str] = {}
 
     def emit(region: str, state: TargetState, message: str = "") -> None:
@@ -160,11 +174,14 @@ async def publish_image(
         # deliberately unbounded: once committing, finish (the version is complete and verified)
         with anyio.CancelScope(shield=True):
             await run_sync(store.commit, claim, manifest)
+        await ctx.journal.release(entry)
     except BaseException as exc:
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
         with cleanup_scope(CLEANUP_TIMEOUT) as bounded:
             await run_sync(store.abort, claim, abandon_on_cancel=True)
-        if bounded.cancelled_caught:
+        if not bounded.cancelled_caught:
+            await ctx.journal.release(entry)
+        else:
             ctx.warn(
                 f"{run_output_name}: removing the partial copies of {ref.id} is taking longer than "
                 f"{CLEANUP_TIMEOUT:g}s; it goes on in the background"

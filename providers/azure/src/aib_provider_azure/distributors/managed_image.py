@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aib_provider_azure.arm import COMPUTE_API
+from aib_provider_azure.arm import COMPUTE_API, ArmConflict
 from aib_provider_azure.distributors.common import staged_vhd
+from aib_provider_azure.release import create_resource
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings
 from aib_sdk.artifacts import Artifact, RunOutput
@@ -15,7 +16,6 @@ from aib_sdk.context import RunContext
 from aib_sdk.errors import ConflictError, UsageError
 from aib_sdk.models.specs import ManagedImageDistributor
 from aib_sdk.routing import is_azure_arm_id, parse_arm_id
-from aib_sdk.runtime import cleanup_scope
 
 
 def image_body(artifact: Artifact, location: str, blob_uri: str, tags: dict[str, str] | None) -> dict[str, Any]:
@@ -57,12 +57,9 @@ class AzureManagedImage(DistributorBase[ManagedImageDistributor]):
             async with staged_vhd(session, artifact, ctx, name, spec.location) as blob:
                 body = image_body(artifact, spec.location, blob.url, spec.artifact_tags)
                 try:
-                    image = await session.arm.put(spec.image_id, body, COMPUTE_API)
-                except BaseException:
-                    with cleanup_scope(120):
-                        try:
-                            await session.arm.delete(spec.image_id, COMPUTE_API)
-                        except Exception as exc:
-                            ctx.warn(f"ManagedImage {name}: could not delete the failed image: {exc}")
-                    raise
+                    image = await create_resource(
+                        session.arm, ctx, spec.image_id, body, COMPUTE_API, label=f"ManagedImage {name}"
+                    )
+                except ArmConflict as exc:
+                    raise ConflictError(f"ManagedImage {name}: {spec.image_id} already exists") from exc
         return RunOutput(name, artifact_id=str(image.get("id") or spec.image_id))
