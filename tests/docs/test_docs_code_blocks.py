@@ -137,11 +137,10 @@ def _workdir_files(block: Block, where: Path) -> None:
 
 def _environment(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIB_")}
-    installed = sorted({ep.name for ep in entry_points(group="aib_sdk")})
     env.update(
         AIB_HOME=str(tmp_path / "home"),
         AIB_CACHE=str(tmp_path / "cache"),
-        AIB_DISABLE_PLUGINS=",".join(installed),
+        AIB_DISABLE_PLUGINS=",".join(sorted({ep.name for ep in entry_points(group="aib_sdk")})),
         XDG_CONFIG_HOME=str(tmp_path / "config"),
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])),
     )
