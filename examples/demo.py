@@ -97,6 +97,9 @@ async def follow(events: MemoryObjectReceiveStream[Event], verbose: bool) -> Non
 async def main(verbose: bool = False) -> int:
     config = Config.load()
     await anyio.Path(OUT).mkdir(parents=True, exist_ok=True)
+    # The demo's own output of an earlier run: a file:// output never replaces a file its target did not write
+    # (docs/security.md), and a run made before that rule left no record of it.
+    await anyio.Path(OUT / "debian-demo.qcow2").unlink(missing_ok=True)
     template = await prepare(config)
     options = BuildOptions(
         params={"outputDir": str(OUT)},

@@ -46,13 +46,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def out(text: str = "") -> None:
-    """Print a line on stdout (looked up at call time, so tests can capture it)."""
-    print(text, file=sys.stdout)
+    """Print a line on stdout (looked up at call time, so tests can capture it), redacted."""
+    from aib_sdk.redaction import redact_text
+
+    print(redact_text(text), file=sys.stdout)
 
 
 def err(text: str) -> None:
-    """Print a line on stderr."""
-    print(text, file=sys.stderr)
+    """Print a line on stderr, redacted (URL queries, known secrets)."""
+    from aib_sdk.redaction import redact_text
+
+    print(redact_text(text), file=sys.stderr)
 
 
 def issue_line(file: str, issue: Issue, *, warning: bool = False) -> str:
@@ -103,6 +107,11 @@ def build_parser(plugins: PluginManager | None = None) -> Parser:
         default=[],
         metavar="PREFIX=URI",
         help="fetch URIs starting with PREFIX from URI instead, e.g. file:///dir/ (repeatable)",
+    )
+    p.add_argument(
+        "--context",
+        metavar="DIR",
+        help="the build context: local files the template names must lie under DIR (default: its folder)",
     )
     p.add_argument("--timeout", metavar="DURATION", help="override buildTimeoutInMinutes: 90, 90s, 5m, 1h")
     p.add_argument("--resource", metavar="NAME", help="which image template of an ARM deployment to build")

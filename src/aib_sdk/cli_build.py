@@ -56,6 +56,7 @@ async def make_options(args: argparse.Namespace, plugins: PluginManager, config:
         create_missing=args.create_missing,
         trust_on_first_use=args.trust_on_first_use,
         base_directory=template.absolute().parent,
+        context=Path(args.context).expanduser().absolute() if getattr(args, "context", None) else None,
     )
 
 
@@ -133,8 +134,10 @@ async def _watch_signals(builder: Any, scope: anyio.CancelScope) -> None:
 async def run_build(args: argparse.Namespace, plugins: PluginManager, config: Config) -> int:
     """Run ``aib build``; return its exit code."""
     template = Path(args.file).expanduser()
-    if not await anyio.Path(template).is_file():
+    if not await anyio.Path(template).exists():
         raise UsageError(f"template file not found: {args.file}")
+    if not await anyio.Path(template).is_file():
+        raise UsageError(f"cannot read {args.file}: not a regular file (a template is a JSON file)")
     options = await make_options(args, plugins, config)
     display = make_display(sys.stderr, args.progress)
     options.on_event = display

@@ -6,6 +6,9 @@ distributors that want a VHD convert once (:func:`converted`).
 API (signatures are the contract):
 
 - ``async def info(path: Path, fmt: str | None = None) -> DiskInfo``
+- ``async def check_self_contained(path: Path, fmt: str | None = None, *, what: str = "source disk") -> None``:
+  refuses (``SourceError``, message says "backing" and how to flatten) a disk with a backing file, an external
+  data file, or a flat/multi-extent vmdk; every source calls it on every disk that enters a build
 - ``async def create_overlay(base: Path, base_format: str, overlay: Path, *, size: int | None = None) -> None``
 - ``async def convert(src: Path, src_format: str, dst: Path, dst_format: str, *, compression: str | None = None,
   options: Sequence[str] = (), on_progress: ProgressHandler | None = None) -> None``
@@ -121,6 +124,57 @@ async def info(path: Path, fmt: str | None = None) -> DiskInfo:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BuildError(f"qemu-img info gave unreadable output for {path}: {exc}") from exc
+
+
+_SELF_CONTAINED_VMDK = frozenset({"monolithicSparse", "streamOptimized"})
+
+
+def _containment_problem(top: dict[str, Any], path: Path) -> str | None:
+    """Why the disk ``top`` (one ``qemu-img info`` JSON object) reads other files, or ``None``."""
+    backing = top.get("full-backing-filename") or top.get("backing-filename")
+    if backing:
+        return f"it has a backing file {backing!r}"
+    specific = top.get("format-specific") or {}
+    data = specific.get("data") or {}
+    if specific.get("type") == "qcow2" and data.get("data-file"):
+        return f"it stores its data in an external data file {data['data-file']!r}"
+    if specific.get("type") == "vmdk":
+        create_type = str(data.get("create-type", ""))
+        extents = data.get("extents") or []
+        others = [str(e.get("filename")) for e in extents if Path(str(e.get("filename"))).name != path.name]
+        if create_type not in _SELF_CONTAINED_VMDK or others or len(extents) > 1:
+            where = f" {others[0]!r}" if others else ""
+            return f"it is a {create_type or 'multi-extent'} vmdk whose data lives in other files{where}"
+    return None
+
+
+async def check_self_contained(path: Path, fmt: str | None = None, *, what: str = "source disk") -> None:
+    """Refuse a disk that reads other files: a backing file (chain), an external data file, a flat or multi-extent
+    vmdk. Such a header can name any host file (``~/.ssh/id_rsa``), which the build would flatten into the image,
+    and a ``sha256Checksum`` covers only the header. Raises :class:`~aib_sdk.errors.SourceError`.
+    """
+    args = ["info", "--output=json", "-U"] + (["-f", fmt] if fmt else [])
+    try:
+        out = await _run("info", [*args, "--backing-chain", "--", str(path)])
+    except BuildError:  # e.g. the backing file does not exist: the plain header still names it
+        out = await _run("info", [*args, "--", str(path)])
+    try:
+        parsed = json.loads(out)
+    except ValueError as exc:
+        raise BuildError(f"qemu-img info gave unreadable output for {path}: {exc}") from exc
+    chain: list[dict[str, Any]] = parsed if isinstance(parsed, list) else [parsed]
+    problem = _containment_problem(chain[0], path) if chain else None
+    if problem is None and len(chain) > 1:
+        problem = f"it has a backing chain of {len(chain)} files"
+    if problem is not None:
+        from aib_sdk.errors import SourceError
+
+        fmt_out = fmt if fmt in ("qcow2", "raw", "vmdk", "vpc") else "qcow2"
+        raise SourceError(
+            f"{what} {path} refused: {problem}; source disks must be self-contained (no backing file, external "
+            f"data file or flat/multi-extent vmdk). Flatten it first if you trust what it points to: "
+            f"qemu-img convert -O {fmt_out} {path} flat.{fmt_out}"
+        )
 
 
 async def create_overlay(base: Path, base_format: str, overlay: Path, *, size: int | None = None) -> None:

@@ -3,7 +3,8 @@
 Each step is bracketed by ``(telemetry) Starting provisioner <shell|powershell|file|…>`` and
 ``(telemetry) ending <…>`` as AIB's log does, so "search for (telemetry) from the bottom" finds the last step;
 every line a step printed is in between. Phase changes, warnings, targets and the final status are logged too.
-Events carry no secrets (URIs are redacted before they become events), so neither does this file.
+Events carry no secrets (the Builder's event hub passes each through :mod:`aib_sdk.redaction`), so neither does
+this file; it is created 0600.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aib_sdk.events import (
     TargetStatus,
     Warning,
 )
+from aib_sdk.private_files import private_opener
 
 _log = logging.getLogger("aib_sdk.eventlog")
 
@@ -82,7 +84,8 @@ def format_event(event: Event) -> list[str]:
             return lines
         case LogLine():
             tag = "" if event.stream == "stdout" else f" ({event.stream})"
-            return [f"    {event.source}{tag}: {event.line}"]
+            # One log line per line of text: a line holding newlines cannot forge entries of its own.
+            return [f"    {event.source}{tag}: {line}" for line in event.line.splitlines() or [""]]
         case Progress():
             if event.total is not None and event.done >= event.total:
                 where = f" {event.target}" if event.target else ""
@@ -122,7 +125,9 @@ async def write_log(events: MemoryObjectReceiveStream[Event], path: Path) -> Non
             file: TextIO | None = None
             try:
                 await anyio.Path(path).parent.mkdir(parents=True, exist_ok=True)
-                file = await anyio.to_thread.run_sync(lambda: open(path, "a", encoding="utf-8"))  # noqa: SIM115
+                file = await anyio.to_thread.run_sync(
+                    lambda: open(path, "a", encoding="utf-8", opener=private_opener)  # noqa: SIM115
+                )
             except OSError:
                 _log.exception("cannot open %s; the run's log is not kept", path)
             try:

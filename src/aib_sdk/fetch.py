@@ -24,6 +24,7 @@ import anyio
 from aib_sdk.errors import ChecksumError, FetchError, UsageError
 from aib_sdk.events import EventSink, Progress, null_sink
 from aib_sdk.routing import local_file_path
+from aib_sdk.trust import confine
 
 if TYPE_CHECKING:
     import ssl
@@ -89,6 +90,7 @@ class UriFetcher:
         timeout: float = 60.0,
         verify: ssl.SSLContext | str | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        context: Path | None = None,
     ) -> None:
         if verify is False:
             raise UsageError("TLS verification cannot be turned off; give a CA bundle instead")
@@ -101,6 +103,8 @@ class UriFetcher:
         self.timeout = timeout
         self.verify = verify
         self.transport = transport
+        self.context = context
+        """The build context (:mod:`aib_sdk.trust`): unmapped local paths must lie under it."""
 
     async def fetch(self, uri: str, sha256: str | None = None, *, label: str | None = None) -> Path:
         """Return a local path holding ``uri``'s content, its checksum verified."""
@@ -116,6 +120,9 @@ class UriFetcher:
         if scheme in ("http", "https"):
             tmp, digest = await self._download(mapped, shown)
         elif scheme == "file" or not scheme:
+            if self.context is not None and mapped == uri.strip():
+                context, base = self.context, self.base_directory
+                await anyio.to_thread.run_sync(lambda: confine(mapped, where=shown, context=context, base=base))
             tmp, digest = await self._copy_local(mapped, shown)
         else:
             raise FetchError(f"cannot fetch {redact_uri(uri)}: unsupported URI scheme {scheme!r}")
@@ -126,7 +133,8 @@ class UriFetcher:
 
     def _store(self, tmp: Path, digest: str, name: str) -> Path:
         final = self.inputs / digest / name
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp.chmod(0o600)  # AIB_HOME is private (its folders are 0700 already)
         tmp.replace(final)
         return final
 

@@ -52,3 +52,6 @@ class BuildOptions:
     max_parallel_targets: int = 8
     base_directory: Path | None = None
     """Directory that relative paths in the template (scripts, files) are resolved against."""
+    context: Path | None = None
+    """The build context: local files a template names must lie under it (``--context``; default: the template's
+    folder, else ``base_directory``; with neither, a template given as a dict is not confined)."""

@@ -29,7 +29,6 @@ API (all filesystem work runs in worker threads):
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -44,7 +43,8 @@ import anyio
 from aib_sdk.config import Config
 from aib_sdk.context import Staging
 from aib_sdk.errors import UsageError
-from aib_sdk.fetch import redact_uri
+from aib_sdk.private_files import ensure_private_home, make_private_dir, write_private
+from aib_sdk.redaction import redact
 
 RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]")
@@ -76,8 +76,9 @@ async def create_staging(config: Config, template_name: str, digest: str, run_id
     staging = Staging(staging_directory(config, template_name, digest), run_id)
 
     def make() -> None:
+        ensure_private_home(config.home)
         for path in (staging.inputs, staging.run_directory, staging.work):
-            path.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path)
 
     await anyio.to_thread.run_sync(make)
     return staging
@@ -85,42 +86,22 @@ async def create_staging(config: Config, template_name: str, digest: str, run_id
 
 async def write_record(staging: Staging, record: Mapping[str, Any]) -> None:
     """Write ``run.json`` atomically (a temporary file renamed into place)."""
-    text = json.dumps(record, indent=2, sort_keys=False, default=str) + "\n"
+    text = redact(json.dumps(record, indent=2, sort_keys=False, default=str) + "\n")
     target = staging.record_file
-
-    def write() -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-
-    await anyio.to_thread.run_sync(write)
-
-
-def _redacted(value: Any) -> Any:
-    """``value`` with the query strings of http(s) URIs removed (SAS tokens are secrets)."""
-    if isinstance(value, str) and value.lower().startswith(("http://", "https://")) and "?" in value:
-        return redact_uri(value)
-    if isinstance(value, Mapping):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
+    await anyio.to_thread.run_sync(write_private, target, text)
 
 
 async def write_template(staging: Staging, properties: Mapping[str, Any]) -> None:
     """Keep the template's (evaluated) ``properties`` as ``template.json`` in the staging directory, once.
 
-    Query strings of URIs (SAS tokens) are left out.
+    Query strings of URIs (SAS tokens) and known secrets are left out (:mod:`aib_sdk.redaction`).
     """
     target = staging.directory / "template.json"
-    text = json.dumps(_redacted(properties), indent=2, default=str) + "\n"
+    text = json.dumps(redact(dict(properties)), indent=2, default=str) + "\n"
 
     def write() -> None:
         if not target.exists():
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(target)
+            write_private(target, text)
 
     await anyio.to_thread.run_sync(write)
 
@@ -141,14 +122,8 @@ def resource_group_record(
 async def write_resource_group(staging: Staging, record: Mapping[str, Any]) -> None:
     """``resource-group.json`` in the staging directory (rewritten by each run, atomically)."""
     target = staging.directory / "resource-group.json"
-    text = json.dumps({**record, "exactStagingResourceGroup": str(staging.directory)}, indent=2) + "\n"
-
-    def write() -> None:
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-
-    await anyio.to_thread.run_sync(write)
+    text = redact(json.dumps({**record, "exactStagingResourceGroup": str(staging.directory)}, indent=2) + "\n")
+    await anyio.to_thread.run_sync(write_private, target, text)
 
 
 async def remove_work(staging: Staging) -> None:

@@ -78,7 +78,12 @@ async def test_vhd_to_file_uri_replaces_existing_file_atomically(run_ctx, artifa
     dest = tmp_path / "out" / "nested" / "image.vhd"
     dest.parent.mkdir(parents=True)
     dest.write_bytes(b"old content")
-    out = await LocalVhdDistributor().publish(artifact, vhd_spec(dest.as_uri()), run_ctx)
+    with pytest.raises(UsageError, match="not an earlier output of this target"):  # someone else's file
+        await LocalVhdDistributor().publish(artifact, vhd_spec(dest.as_uri()), run_ctx)
+    assert dest.read_bytes() == b"old content"
+    dest.unlink()
+    await LocalVhdDistributor().publish(artifact, vhd_spec(dest.as_uri()), run_ctx)
+    out = await LocalVhdDistributor().publish(artifact, vhd_spec(dest.as_uri()), run_ctx)  # replaces its own
     assert out.artifact_uri == dest.as_uri()
     assert dest.stat().st_size == 17 * MIB + 512
     assert (await disks.info(dest, "vpc")).virtual_size == 17 * MIB

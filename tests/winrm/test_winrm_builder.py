@@ -104,6 +104,8 @@ def _label(call) -> str:
         return first[6:]
     if "# aib:deprovision" in script:
         return "deprovision"
+    if "# aib:remove-build-access" in script:
+        return "remove-build-access"
     if "& 'C:\\Windows\\Temp\\aib-" in script:
         return "run uploaded script"
     if "mkdir c:\\buildActions" in script:
@@ -176,6 +178,7 @@ async def test_windows_quickstart_template_end_to_end(tmp_path, monkeypatch, aib
         "upload-part",
         "upload-finish",
         "elevated",  # WindowsUpdate as SYSTEM in a scheduled task (nothing to install)
+        "remove-build-access",  # account, listener, rules, token policy: before Sysprep
         "deprovision",  # the hidden Sysprep step
     ]
     assert labels[labels.index(steps[4]) - 1] == "boot-id"  # the boot id was read before the restart

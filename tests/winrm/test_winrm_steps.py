@@ -272,6 +272,28 @@ async def test_deprovision_runs_sysprep_or_the_override(winrm_server, step_ctx):
     assert 'Sysprep.exe" /oobe /generalize /quiet /quit' in script and "/mode:vm" not in script
     assert "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE" in script
     assert "Panther\\unattend.xml" in script and "WindowsAzureGuestAgent" in script
-    winrm_server.handler = lambda call: Reply(stderr="Sysprep did not finish\r\n", exit_code=1)
+    # The build's access goes before Sysprep seals the image: the token filter policy at once; the account, its
+    # profile, the WinRM listeners, firewall rules and WinRM's autostart by a shutdown script running as SYSTEM.
+    head = winrm_server.calls[-2].script  # the call before Sysprep/the override
+    assert "# aib:remove-build-access" in head
+    assert "$tp = 'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Policies\\System'" in head
+    assert "Remove-ItemProperty $tp LocalAccountTokenFilterPolicy -EA 0\n" in head  # at once, in the session
+    for removal in (
+        "Remove-LocalUser $u",
+        "Remove-Item WSMan:\\localhost\\Listener\\* -Recurse",
+        "Remove-NetFirewallRule",
+        "''aib-sdk-winrm*''",
+        "Set-Service WinRM -StartupType Disabled",
+        "Remove-ItemProperty $tp LocalAccountTokenFilterPolicy\r\n",  # again, in the shutdown script
+        "Win32_UserProfile",
+    ):
+        assert removal in head, removal
+    assert 'foreach ($k in "$gp\\Scripts\\Shutdown\\0", "$gp\\State\\Machine\\Scripts\\Shutdown\\0")' in head
+    assert "@{Script=$f; Parameters=''}" in head and '"$k\\0" IsPowershell -Value 1 -PropertyType DWord' in head
+    winrm_server.handler = lambda call: (
+        Reply(stderr="Sysprep did not finish\r\n", exit_code=1)
+        if "# aib:deprovision" in (call.script or "")
+        else Reply()
+    )
     with pytest.raises(StepError, match="Sysprep"):
         await WindowsDeprovisionStep().run(spec, step_ctx("WindowsDeprovision", "deprovision"))

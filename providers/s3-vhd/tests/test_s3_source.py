@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import anyio
 import pytest
 
 from aib_provider_s3_vhd import hooks
@@ -100,3 +101,19 @@ def test_source_is_registered_and_routed():
         S3ImageSource.model_validate({"type": "S3Image", "uri": "s3://bucket/a/../b.qcow2"})
     with pytest.raises(ValueError, match="not an S3 URI"):
         S3ImageSource.model_validate({"type": "S3Image", "uri": "https://bucket/a.qcow2"})
+
+
+async def test_a_source_disk_with_a_backing_file_is_refused(s3lab, make_ctx, tmp_path):
+    """An object whose qcow2 header names a host file (its checksum matches: it covers only the header)."""
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(b"host secret\n" * 64)
+    evil = tmp_path / "evil.qcow2"
+    create = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(secret), str(evil), "1M"]
+    await anyio.run_process(create)
+    bucket = await s3lab.bucket("us-east-1")
+    async with s3lab.client() as s3:
+        await s3.put_object(Bucket=bucket, Key="evil.qcow2", Body=evil.read_bytes())
+    digest = hashlib.sha256(evil.read_bytes()).hexdigest()
+    spec = {"type": "S3Image", "uri": f"s3://{bucket}/evil.qcow2", "sha256Checksum": digest, "format": "qcow2"}
+    with pytest.raises(SourceError, match=r"backing file .*id_rsa.*qemu-img convert"):
+        await S3ImageResolver().resolve(S3ImageSource.model_validate(spec), make_ctx())

@@ -106,7 +106,11 @@ class Builder:
             options=plan.options,
             emit=emit,
             fetcher=UriFetcher(
-                staging.inputs, emit=emit, uri_map=plan.options.uri_map, base_directory=plan.base_directory
+                staging.inputs,
+                emit=emit,
+                uri_map=plan.options.uri_map,
+                base_directory=plan.base_directory,
+                context=plan.context,
             ),
             plugins=plan.plugins,
         )

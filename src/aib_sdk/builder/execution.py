@@ -41,6 +41,7 @@ from aib_sdk.events import (
 )
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.protocols import Customizer, Machine, VmRequest
+from aib_sdk.redaction import redact_text
 from aib_sdk.result import BuildResult, LastRunStatus
 
 from .plan import Plan, StepPlan, TargetPlan
@@ -66,7 +67,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def _describe(exc: BaseException) -> str:
     exc = _unwrap(exc)
-    text = str(exc)
+    text = redact_text(str(exc))
     if isinstance(exc, AibError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -121,7 +122,7 @@ class Execution:
             return
         self._finished_state = True
         self.status.run_state = state
-        self.status.message = message
+        self.status.message = redact_text(message)
 
     def fail(self, message: str) -> None:
         self.finish("Failed", message)

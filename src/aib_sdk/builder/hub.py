@@ -10,6 +10,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aib_sdk.events import Event, EventSink
+from aib_sdk.redaction import redact
 
 _log = logging.getLogger("aib_sdk.builder")
 
@@ -49,6 +50,7 @@ class EventHub:
     def emit(self, event: Event) -> None:
         if self.closed:
             return
+        event = redact(event)  # the one redaction layer: every consumer sees only redacted events
         if len(self._history) < HISTORY_LIMIT:
             self._history.append(event)
         for listener in self._listeners:

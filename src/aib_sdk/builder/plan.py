@@ -22,7 +22,9 @@ from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.profiles import apply_profile_options
 from aib_sdk.protocols import BuildHost, Customizer, Distributor, Source
+from aib_sdk.redaction import register_config_secrets
 from aib_sdk.source_spec import parse_source
+from aib_sdk.trust import check_build_context
 
 TemplateInput = str | Path | Mapping[str, Any] | LoadedTemplate
 DEFAULT_TIMEOUT_MINUTES = 240
@@ -66,6 +68,8 @@ class Plan:
     targets: list[TargetPlan] = field(default_factory=list)
     timeout: float = DEFAULT_TIMEOUT_MINUTES * 60.0
     timeout_text: str = ""
+    context: Path | None = None
+    """The build context local inputs must lie under (:mod:`aib_sdk.trust`); ``None``: not confined."""
 
     @property
     def digest(self) -> str:
@@ -128,6 +132,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
         config = await anyio.to_thread.run_sync(Config.load)
     options, rewrite = apply_profile_options(options, config)
     config = options.config or config  # a profile's network replaces the [qemu] one
+    register_config_secrets(config.data, config.env)
     plugins = options.plugins or PluginManager()
     await anyio.to_thread.run_sync(lambda: plugins.registry)  # loads entry points off the event loop
     file: Path | None = None
@@ -151,7 +156,15 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     if unresolved:
         raise missing_params_error(unresolved)
     name = loaded.name or options.template_name or (file.stem if file else None) or "template"
-    base = options.base_directory or (file.resolve().parent if file else None)
+    base = options.base_directory or (file.resolve().parent if file else None) or options.context
+    context = options.context or (file.resolve().parent if file else None) or options.base_directory
+    check_build_context(
+        loaded.properties,
+        context=context,
+        base=base,
+        uri_map=options.uri_map,
+        include_source=options.source is None,
+    )
     props = loaded.properties
     plan = Plan(
         loaded=loaded,
@@ -163,6 +176,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
         source_spec=props.source,
         source=plugins.source_for(props.source, config),
         host=plugins.build_host(options.build_host, config),
+        context=context,
     )
     plan.steps = [_step(plugins, spec) for spec in props.customize or []]
     validation = props.validation

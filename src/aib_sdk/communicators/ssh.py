@@ -24,6 +24,7 @@ import anyio
 import asyncssh
 
 from aib_sdk.artifacts import CommandResult, OsType
+from aib_sdk.communicators.lines import LineBuffer
 from aib_sdk.errors import CommandTimeout, CommunicatorError
 from aib_sdk.protocols import OutputHandler, ProgressHandler
 
@@ -191,20 +192,16 @@ class SshCommunicator:
 
         async def pump(stream: str, reader: asyncssh.SSHReader[bytes]) -> None:
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            pending = ""
+            splitter = LineBuffer()  # linear time, bounded memory whatever the guest prints
             while True:
                 try:
                     chunk = await reader.read(65536)
                 except (OSError, asyncssh.Error):
                     chunk = b""
-                text = decoder.decode(chunk, final=not chunk)
-                pending += text
-                *lines, pending = pending.split("\n")
-                if not chunk and pending:
-                    lines.append(pending)
-                    pending = ""
+                lines = splitter.feed(decoder.decode(chunk, final=not chunk))
+                if not chunk:
+                    lines += splitter.flush()
                 for line in lines:
-                    line = line.rstrip("\r")
                     if sizes[stream] < OUTPUT_LIMIT:
                         buffers[stream].append(line)
                         sizes[stream] += len(line) + 1

@@ -2,7 +2,9 @@
 
 Both publish atomically: the disk is written to a hidden temporary file in the destination folder, fsynced,
 renamed into place and the folder fsynced; on failure or cancellation the temporary file is removed. An existing
-file at the destination is replaced atomically (readers see the old disk or the new one, never a mix).
+file at the destination is replaced atomically (readers see the old disk or the new one, never a mix), and only
+when an earlier run of the same target wrote it (:func:`aib_sdk.trust.check_output_file`); otherwise the target is
+refused before any VM boots.
 
 A target with ``artifactTags`` also gets a sidecar manifest ``<file>.json`` next to the disk (written after it,
 atomically): the tags, the file's sha256 and size, and the facts of the build it came from.
@@ -21,10 +23,11 @@ import anyio.to_thread
 from pydantic import BaseModel
 
 from aib_sdk import disks
-from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.artifacts import Artifact, DiskImage, RunOutput
 from aib_sdk.errors import DistributeError, UsageError
 from aib_sdk.models import specs
 from aib_sdk.routing import local_file_path, uri_scheme
+from aib_sdk.trust import check_output_file, output_owner, record_output_file
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
@@ -57,8 +60,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-async def publish_file(source: Path, destination: Path, ctx: RunContext, *, target: str) -> None:
-    """Copy ``source`` to ``destination`` atomically (sparse copy, fsync, rename, fsync of the folder)."""
+async def check_destination(destination: Path, ctx: RunContext, target: str) -> None:
+    """Refuse a destination that holds a file this target did not write (:func:`aib_sdk.trust.check_output_file`)."""
+    owner = output_owner(ctx.template_name, target)
+    await anyio.to_thread.run_sync(check_output_file, ctx.config.home, destination, owner)
+
+
+async def publish_file(source: Path, destination: Path, ctx: RunContext, *, target: str, guard: bool = False) -> None:
+    """Copy ``source`` to ``destination`` atomically (sparse copy, fsync, rename, fsync of the folder).
+
+    With ``guard`` an existing file is replaced only when it is an unchanged earlier output of this target.
+    """
     folder = destination.parent
     try:
         await anyio.Path(folder).mkdir(parents=True, exist_ok=True)
@@ -66,6 +78,8 @@ async def publish_file(source: Path, destination: Path, ctx: RunContext, *, targ
         raise DistributeError(f"{target}: cannot create folder {folder}: {exc}") from exc
     if await anyio.Path(destination).is_dir():
         raise DistributeError(f"{target}: destination {destination} is a folder")
+    if guard:
+        await check_destination(destination, ctx, target)
     tmp = folder / f".{destination.name}.{secrets.token_hex(4)}.part"
 
     def progress(done: int, total: int | None) -> None:
@@ -73,14 +87,24 @@ async def publish_file(source: Path, destination: Path, ctx: RunContext, *, targ
 
     try:
         await disks.copy_sparse(source, tmp, on_progress=progress)
+        if guard:
+            await check_destination(destination, ctx, target)
         await anyio.Path(tmp).rename(destination)
         await anyio.to_thread.run_sync(_fsync_dir, folder)
+        if guard:
+            owner = output_owner(ctx.template_name, target)
+            await anyio.to_thread.run_sync(record_output_file, ctx.config.home, destination, owner)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await anyio.Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise DistributeError(f"{target}: cannot write {destination}: {exc}") from exc
         raise
+
+
+def sidecar_path(destination: Path) -> Path:
+    """``<destination>.json``: where a target with ``artifactTags`` writes its manifest."""
+    return destination.with_name(destination.name + ".json")
 
 
 async def write_sidecar(
@@ -110,11 +134,14 @@ async def write_sidecar(
             "capturedSha256": await disks.artifact_sha256(artifact, artifact.path),
         },
     }
-    sidecar = destination.with_name(destination.name + ".json")
+    sidecar = sidecar_path(destination)
     tmp = sidecar.with_name(f".{sidecar.name}.{secrets.token_hex(4)}.part")
     try:
         await anyio.Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
+        await check_destination(sidecar, ctx, spec.run_output_name)  # never replaces someone else's file
         await anyio.Path(tmp).rename(sidecar)
+        owner = output_owner(ctx.template_name, spec.run_output_name)
+        await anyio.to_thread.run_sync(record_output_file, ctx.config.home, sidecar, owner)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await anyio.Path(tmp).unlink(missing_ok=True)
@@ -141,6 +168,14 @@ class DiskFileDistributor:
         _destination(spec.uri)
         return True
 
+    async def preflight(self, spec: BaseModel, image: DiskImage, ctx: RunContext) -> None:
+        """Before any VM boots: refuse a destination holding a file this target did not write."""
+        assert isinstance(spec, specs.DiskFileDistributor)
+        destination = _destination(spec.uri)
+        await check_destination(destination, ctx, spec.run_output_name)
+        if spec.artifact_tags:
+            await check_destination(sidecar_path(destination), ctx, spec.run_output_name)
+
     async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
         assert isinstance(spec, specs.DiskFileDistributor)
         name = spec.run_output_name
@@ -149,7 +184,7 @@ class DiskFileDistributor:
             raise UsageError(f"{name}: compression {spec.compression} applies to format qcow2 only, not {spec.format}")
         destination = _destination(spec.uri)
         source = await disks.converted(artifact, target, ctx, target_name=name)
-        await publish_file(source, destination, ctx, target=name)
+        await publish_file(source, destination, ctx, target=name, guard=True)
         await write_sidecar(artifact, source, destination, spec, ctx, spec.format)
         return RunOutput(run_output_name=name, artifact_uri=destination.as_uri())
 
@@ -175,9 +210,19 @@ class LocalVhdDistributor:
         _destination(spec.uri)
         return True
 
+    async def preflight(self, spec: BaseModel, image: DiskImage, ctx: RunContext) -> None:
+        """Before any VM boots: refuse a ``file://`` destination holding a file this target did not write."""
+        assert isinstance(spec, specs.VhdDistributor)
+        if spec.uri is not None:
+            destination = _destination(spec.uri)
+            await check_destination(destination, ctx, spec.run_output_name)
+            if spec.artifact_tags:
+                await check_destination(sidecar_path(destination), ctx, spec.run_output_name)
+
     async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
         assert isinstance(spec, specs.VhdDistributor)
         name = spec.run_output_name
+        guard = spec.uri is not None
         if spec.uri is not None:
             destination = _destination(spec.uri)
         else:
@@ -185,6 +230,6 @@ class LocalVhdDistributor:
                 raise UsageError(f"runOutputName {name!r} cannot name a file")
             destination = ctx.staging.run_directory / f"{name}.vhd"
         source = await disks.converted(artifact, "vhd", ctx, target_name=name)
-        await publish_file(source, destination, ctx, target=name)
+        await publish_file(source, destination, ctx, target=name, guard=guard)
         await write_sidecar(artifact, source, destination, spec, ctx, "vpc")
         return RunOutput(run_output_name=name, artifact_uri=destination.as_uri())

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,15 +309,58 @@ def validate_document(
     return errors, warnings
 
 
+MAX_TEMPLATE_BYTES = 4 * 1024 * 1024
+"""The largest template read (ARM's own limit for a template is 4 MiB)."""
+MAX_DEPTH = 100
+"""The deepest nesting of arrays/objects a template may have (real templates stay far below)."""
+
+
 def read_json_file(path: Path) -> Any:
-    """Parse a JSON file; a syntax error becomes a :class:`TemplateError` naming the line and column."""
+    """Parse a JSON template file; anything else (a FIFO, a device, a folder, over 4 MiB, not UTF-8, not JSON, too
+    deep, a number too long) is a :class:`UsageError`/:class:`TemplateError` with one line, never a traceback."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TemplateError([Issue("", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
+        # O_NONBLOCK: a FIFO put in place of the file cannot block the open; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return json.loads(text)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"cannot read {path}: not a regular file (a template is a JSON file)")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_TEMPLATE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise UsageError(f"{path} is larger than 4 MiB, the largest template ARM accepts")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TemplateError([Issue("", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]) from None
+    return parse_json_text(text)
+
+
+def parse_json_text(text: str) -> Any:
+    """``json.loads`` whose every failure is a one-line :class:`TemplateError` (syntax, nesting, huge numbers)."""
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TemplateError([Issue("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]) from None
+    except RecursionError:
+        raise TemplateError([Issue("", f"JSON nested deeper than {MAX_DEPTH} levels")]) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise TemplateError([Issue("", f"invalid JSON value: {str(exc).split(';')[0]}")]) from None
+    _check_depth(doc)
+    return doc
+
+
+def _check_depth(doc: Any) -> None:
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise TemplateError([Issue("", f"JSON nested deeper than {MAX_DEPTH} levels")])
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)

@@ -333,6 +333,54 @@ class WindowsDeprovisionSpec(StepSpec):
     type: Literal["WindowsDeprovision"]
 
 
+TOKEN_POLICY = "HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Policies\\System"
+GP_SCRIPTS = "HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Group Policy"
+
+# Runs as SYSTEM while Windows powers off (a machine shutdown script): by then the build's WinRM session is closed,
+# so the account, listener and rules it used can go; it then unregisters itself. ``$u`` is the build account.
+_REMOVE_ACCESS_BODY = (
+    "$ErrorActionPreference = 'SilentlyContinue'\r\n"
+    "Remove-ItemProperty $tp LocalAccountTokenFilterPolicy\r\n"
+    "Remove-Item WSMan:\\localhost\\Listener\\* -Recurse -Force\r\n"
+    "Get-NetFirewallRule | ? { $_.Name -like 'WINRM-HTTP*' -or $_.Name -like 'aib-sdk-winrm*' -or "
+    "$_.DisplayGroup -eq 'Windows Remote Management' } | Remove-NetFirewallRule\r\n"
+    "Set-Service WinRM -StartupType Disabled\r\n"
+    "Remove-LocalUser $u\r\n"
+    'Get-CimInstance Win32_UserProfile | ? { $_.LocalPath -like "*\\$u" } | Remove-CimInstance\r\n'
+    'Remove-Item -Recurse -Force "$gp\\Scripts\\Shutdown", "$gp\\State\\Machine\\Scripts\\Shutdown", $PSCommandPath\r\n'
+)
+
+
+def remove_access_script() -> str:
+    """Removes the build's access from the image (as ``waagent -deprovision+user`` does on Linux), before Sysprep.
+
+    ``LocalAccountTokenFilterPolicy`` goes at once (the session's token is already issued). The build account, its
+    profile, the WinRM listeners and firewall rules (``Enable-PSRemoting``'s and the seed's ``-Profile Any`` one) and
+    WinRM's automatic start are what the build's own session runs on, so they are removed by a machine shutdown
+    script registered here: it runs as SYSTEM when the build host powers the guest off, after the session closed,
+    and unregisters itself.
+    """
+    return (
+        "# aib:remove-build-access\n"
+        f"$u = $env:USERNAME; $gp = '{GP_SCRIPTS}'; $tp = '{TOKEN_POLICY}'\n"
+        "Remove-ItemProperty $tp LocalAccountTokenFilterPolicy -EA 0\n"
+        '$f = "$env:SystemRoot\\System32\\GroupPolicy\\Machine\\Scripts\\Shutdown\\aib-remove-build-access.ps1"\n'
+        "New-Item -ItemType Directory -Force (Split-Path $f) | Out-Null\n"
+        f"Set-Content $f (\"`$u='$u'; `$gp='$gp'; `$tp='$tp'`r`n\" + {scripts.quote(_REMOVE_ACCESS_BODY)})\n"
+        'foreach ($k in "$gp\\Scripts\\Shutdown\\0", "$gp\\State\\Machine\\Scripts\\Shutdown\\0") {\n'
+        '  New-Item -Force "$k\\0" | Out-Null\n'
+        "  @{GPO_ID='LocalGPO'; SOID='Local'; FileSysPath=\"$env:SystemRoot\\System32\\GroupPolicy\\Machine\"; "
+        "DisplayName='Local Group Policy'; GPOName='Local Group Policy'; PSScriptOrder='1'}.GetEnumerator() | "
+        "% { New-ItemProperty -Force $k $_.Key -Value $_.Value | Out-Null }\n"
+        "  @{Script=$f; Parameters=''}.GetEnumerator() | % { New-ItemProperty -Force \"$k\\0\" $_.Key -Value $_.Value "
+        "| Out-Null }\n"
+        '  New-ItemProperty -Force "$k\\0" IsPowershell -Value 1 -PropertyType DWord | Out-Null\n'
+        '  New-ItemProperty -Force "$k\\0" ExecTime -Value 0 -PropertyType QWord | Out-Null\n'
+        "}\n"
+        "'build access (account, WinRM listeners, firewall rules) is removed at the power-off'\n"
+    )
+
+
 def deprovision_script() -> str:
     """AIB's deprovisioning: ``C:\\DeprovisioningScript.ps1`` when present (its content logged), else Sysprep."""
     return (
@@ -377,6 +425,10 @@ class WindowsDeprovisionStep:
     os_types: ClassVar[tuple[str, ...]] = ("Windows",)
 
     async def run(self, spec: BaseModel, step: StepContext) -> None:
+        # First the build's access (whichever deprovisioning runs next, the override or Sysprep).
+        code = await run_powershell(step, wrap(remove_access_script()), label="remove-build-access")
+        if code != 0:
+            raise _fail(step, f"removing the build's access exited with code {code}", code)
         code = await run_powershell(step, wrap(deprovision_script()), label="deprovision")
         if code != 0:
             raise _fail(step, f"deprovisioning (Sysprep) exited with code {code}", code)

@@ -177,7 +177,8 @@ class FakeWorld:
 
 
 class FakeCommunicator:
-    """Records every command and upload. ``echo TEXT`` prints TEXT; other commands print ``ran: CMD``."""
+    """Records every command and upload. ``echo TEXT`` prints TEXT, ``id -un`` prints ``builder``; other commands
+    print ``ran: CMD``."""
 
     name: ClassVar[str] = "fake"
 
@@ -204,6 +205,8 @@ class FakeCommunicator:
             lines, code = rule.output.splitlines(), rule.exit_code
         elif command.startswith("echo "):
             lines, code = command[5:].split("\\n"), 0
+        elif command == "id -un":
+            lines, code = ["builder"], 0
         else:
             lines, code = [f"ran: {command}"], 0
         stream = "stdout" if code == 0 else "stderr"

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import anyio
 
 from aib_sdk.errors import DistributeError
+from aib_sdk.redaction import register_secret
 
 
 class AccessToken(NamedTuple):
@@ -84,6 +85,7 @@ class TokenProvider:
                 raise
             except Exception as exc:
                 raise DistributeError(f"could not get an Azure token for {scope}: {exc}") from exc
+            register_secret(str(result.token))  # masked in every sink (aib_sdk.redaction)
             self._cache[scope] = _Cached(str(result.token), float(result.expires_on))
             return str(result.token)
 

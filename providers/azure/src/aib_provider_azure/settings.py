@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlparse
 
 from aib_sdk.config import Config
 from aib_sdk.errors import UsageError
+from aib_sdk.trust import EndpointRefused, allowed_endpoints, check_endpoint, is_public_azure_blob_host
 
 PUBLIC_ARM_ENDPOINT = "https://management.azure.com"
 PUBLIC_ARM_SCOPE = "https://management.azure.com/.default"
@@ -81,6 +82,8 @@ class AzureSettings:
     vhd_replication_regions: tuple[str, ...] = ()
     upload_concurrency: int = 8
     poll_interval: float = 5.0
+    trusted_endpoints: tuple[str, ...] = ()
+    """The operator's ``[trust] endpoints`` allow-list (:mod:`aib_sdk.trust`)."""
 
     @classmethod
     def from_config(cls, config: Config) -> AzureSettings:
@@ -105,6 +108,7 @@ class AzureSettings:
             vhd_replication_regions=_str_list(section.get("vhd_replication_regions")),
             upload_concurrency=max(1, int(_number(section, "upload_concurrency", 8))),
             poll_interval=max(0.0, _number(section, "poll_interval", 5.0)),
+            trusted_endpoints=tuple(allowed_endpoints(config)),
         )
 
     def verify(self) -> ssl.SSLContext | bool:
@@ -145,6 +149,14 @@ class AzureSettings:
         match = _ACCOUNT_HOST.match(parsed.hostname or "")
         if parsed.scheme != "https" or match is None:
             return None
+        # Looks like a blob host: it gets a storage token only if it is Azure's own or the operator configured it.
+        check_endpoint(
+            uri,
+            configured=[a.blob_endpoint for a in self.accounts.values()] + list(self.trusted_endpoints),
+            public=is_public_azure_blob_host,
+            what=f"blob URI {uri.split('?')[0]}",
+            setting=f"[azure.storage.{match['account']}] blob_endpoint",
+        )
         account = self.accounts.get(match["account"]) or StorageAccount(match["account"], f"https://{parsed.netloc}")
         return _blob_ref(account, uri, parsed.path.lstrip("/"), default_name)
 
@@ -153,6 +165,8 @@ class AzureSettings:
             return False
         try:
             return self.parse_blob_uri(uri) is not None
+        except EndpointRefused:
+            raise  # a host the operator did not configure: refused at plan time
         except UsageError:
             return True  # ours, and publish() reports what is wrong with it
 

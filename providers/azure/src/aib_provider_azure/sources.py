@@ -20,6 +20,7 @@ from aib_provider_azure.settings import AzureSettings
 from aib_sdk.artifacts import DiskImage, HyperVGeneration, OsType
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
+from aib_sdk.disks import check_self_contained
 from aib_sdk.errors import DistributeError, SourceError, UsageError
 from aib_sdk.models.specs import ManagedImageSource, PlatformImageSource, SharedImageVersionSource
 from aib_sdk.routing import is_azure_arm_id, parse_arm_id
@@ -85,6 +86,8 @@ async def export_disk(
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(300):
             await _cleanup(ctx, arm, disk_id, created=created, granted=granted)
+    # Probed, not read as vpc: a fixed VHD probes as raw (self-contained); anything with a header is checked.
+    await check_self_contained(dest, None, what=f"exported Azure disk of {label}")
     return DiskImage(
         path=dest, format="vpc", os_type=os_type, hyper_v_generation=generation, exact_version=exact_version
     )

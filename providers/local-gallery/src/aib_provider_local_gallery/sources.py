@@ -20,6 +20,7 @@ from aib_provider_local_gallery.store import GalleryStore
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
+from aib_sdk.disks import check_self_contained
 from aib_sdk.errors import SourceError, UsageError
 from aib_sdk.models.specs import ManagedImageSource, SharedImageVersionSource
 from aib_sdk.routing import is_local_arm_id
@@ -63,9 +64,11 @@ async def resolve_gallery_version(ref: GalleryImageRef, config: Config) -> DiskI
         return _disk_image(manifest, manifest.name)
 
     try:
-        return await run_sync(lookup)
+        image = await run_sync(lookup)
     except UsageError as exc:
         raise SourceError(str(exc)) from exc
+    await check_self_contained(image.path, image.format, what="local gallery version")  # a planted file
+    return image
 
 
 class LocalSharedImageVersionSource:

@@ -37,6 +37,7 @@ from aib_sdk.communicators.winrm import WinRMCommunicator
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildHostError, CommunicatorError
+from aib_sdk.private_files import write_private
 from aib_sdk.protocols import Communicator, Machine, VmRequest
 
 GIB = 1024**3
@@ -302,8 +303,8 @@ class QemuBuildHost:
         seed_iso = directory / "seed.iso"
         await seed.write_seed(seed_iso, user=settings.build_user, keys=keys, instance_id=f"aib-{ctx.run_id}")
         client_key = directory / "id_ed25519"
-        await anyio.Path(client_key).write_bytes(bytes(keys.client.export_private_key("openssh")))
-        await anyio.Path(client_key).chmod(0o600)
+        private = bytes(keys.client.export_private_key("openssh"))
+        await anyio.to_thread.run_sync(write_private, client_key, private)  # created 0600: no chmod window
         comm = SshCommunicator(username=settings.build_user, client_keys=[keys.client], host_keys=keys.host_public)
         return comm, seed_iso, client_key, None
 

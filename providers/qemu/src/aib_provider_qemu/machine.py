@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import shlex
 import shutil
@@ -17,6 +18,7 @@ from aib_provider_qemu import process, windows
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import Artifact, DiskImage
+from aib_sdk.communicators.lines import LineBuffer
 from aib_sdk.communicators.ssh import HostKeyMismatch, SshCommunicator
 from aib_sdk.communicators.winrm import AuthenticationError, WinRMCommunicator
 from aib_sdk.context import RunContext
@@ -72,17 +74,15 @@ class QemuMachine:
         path = anyio.Path(self.serial_log)
         while not await path.exists():  # noqa: ASYNC110 - QEMU creates the file; there is nothing to wait on
             await anyio.sleep(0.05)
-        pending = b""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        splitter = LineBuffer()  # linear time, bounded memory whatever the guest prints
         async with await anyio.open_file(self.serial_log, "rb") as f:
             while True:
                 chunk = await f.read(65536)
                 if not chunk:
                     await anyio.sleep(0.1)
                     continue
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                for line in splitter.feed(decoder.decode(chunk)):
                     self.serial_tail.append(line)
                     self.ctx.emit(LogLine(source="serial", stream="serial", line=line))
                     if ready_line and ready_line in line:

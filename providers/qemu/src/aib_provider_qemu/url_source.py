@@ -356,6 +356,7 @@ class UrlDiskSource:
                 f"unsupported DiskImage uri scheme {scheme!r} in {redact_uri(spec.uri)!r} (use file:// or https://)"
             )
         fmt = await check_format(path, spec.format)
+        await disks.check_self_contained(path, fmt, what="DiskImage source")
         kernel = await self._boot_file(spec.kernel, "kernel", base)
         initrd = await self._boot_file(spec.initrd, "initrd", base)
         if spec.initrd and not spec.kernel:

@@ -29,6 +29,7 @@ from aib_provider_qemu.settings import QemuSettings
 from aib_sdk.communicators.winrm import AuthenticationError, WinRMCommunicator
 from aib_sdk.communicators.winrm.scripts import quote
 from aib_sdk.errors import BuildHostError, CommunicatorError
+from aib_sdk.redaction import Secret, register_secret
 
 WINRM_HTTP_PORT = 5985
 WINRM_HTTPS_PORT = 5986
@@ -65,7 +66,7 @@ def generate_password(length: int = 24) -> str:
     alphabet = "".join(classes)
     chars = [secrets.choice(c) for c in classes] + [secrets.choice(alphabet) for _ in range(length - len(classes))]
     secrets.SystemRandom().shuffle(chars)
-    return "".join(chars)
+    return Secret("".join(chars)).reveal()  # registered: every sink masks it from now on
 
 
 def check_username(user: str) -> str:
@@ -165,6 +166,7 @@ async def static_access(settings: QemuSettings) -> WinRMAccess:
             raise BuildHostError(f"cannot read winrm_password_file {settings.winrm_password_file}: {exc}") from exc
     if not password:
         raise BuildHostError("the qemu provider's WinRM password is empty")
+    register_secret(password)
     transport: Transport = "basic-https" if settings.winrm_transport == "basic-https" else "ntlm"
     if transport == "basic-https" and not (settings.winrm_cert_thumbprint or settings.winrm_ca_bundle):
         raise BuildHostError(

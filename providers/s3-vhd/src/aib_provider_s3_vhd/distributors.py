@@ -7,7 +7,7 @@ from typing import ClassVar
 import anyio
 from pydantic import BaseModel
 
-from aib_provider_s3_vhd.locations import S3Location, is_s3_uri, parse_s3_uri
+from aib_provider_s3_vhd.locations import S3Location, check_template_endpoint, is_s3_uri, parse_s3_uri
 from aib_provider_s3_vhd.publish import ObjectSpec, Publication, RegionTarget
 from aib_provider_s3_vhd.settings import S3Settings
 from aib_provider_s3_vhd.specs import S3Format, S3ImageDistributor
@@ -140,7 +140,13 @@ class S3ImagePublisher:
 
     @classmethod
     def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, S3ImageDistributor)
+        """Claims every ``S3Image`` target; refuses (:class:`UsageError`) a region ``endpointUrl`` the operator did
+        not configure, so no credentials go to a host the template chose."""
+        if not isinstance(spec, S3ImageDistributor):
+            return False
+        for region in spec.regions:
+            check_template_endpoint(region.endpoint_url, config, f"S3Image target {spec.run_output_name!r}")
+        return True
 
     async def publish(self, artifact: Artifact, spec: BaseModel, ctx: RunContext) -> RunOutput:
         assert isinstance(spec, S3ImageDistributor)

@@ -6,6 +6,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
+from aib_sdk.config import Config
+from aib_sdk.trust import allowed_endpoints, is_public_s3_host
+from aib_sdk.trust import check_endpoint as check_trusted_endpoint
+
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
 _MAX_KEY_BYTES = 1024
@@ -49,6 +53,18 @@ def check_endpoint(url: str) -> str:
     if parsed.query or parsed.fragment:
         raise ValueError(f"invalid endpoint URL {url!r}: no query or fragment")
     return url
+
+
+def check_template_endpoint(url: str | None, config: Config, what: str) -> None:
+    """A template's ``endpointUrl`` gets the operator's AWS credentials only if it is AWS's own S3 endpoint or the
+    operator configured it (``AWS_ENDPOINT_URL(_S3)``, ``[trust] endpoints``); else :class:`UsageError` at plan time."""
+    if not url:
+        return
+    env = config.env
+    configured = [env.get("AWS_ENDPOINT_URL", ""), env.get("AWS_ENDPOINT_URL_S3", ""), *allowed_endpoints(config)]
+    check_trusted_endpoint(
+        url, configured=configured, public=is_public_s3_host, what=what, setting="AWS_ENDPOINT_URL_S3"
+    )
 
 
 @dataclass(frozen=True)

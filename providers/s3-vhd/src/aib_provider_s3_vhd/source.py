@@ -10,14 +10,14 @@ import anyio
 from pydantic import BaseModel
 
 from aib_provider_s3_vhd.download import download_object
-from aib_provider_s3_vhd.locations import S3Location, parse_s3_uri
+from aib_provider_s3_vhd.locations import S3Location, check_template_endpoint, parse_s3_uri
 from aib_provider_s3_vhd.settings import S3Settings
 from aib_provider_s3_vhd.specs import S3ImageSource
 from aib_provider_s3_vhd.transport import ClientPool, Endpoint, describe, with_retries
 from aib_sdk.artifacts import DiskFormat, DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
-from aib_sdk.disks import sha256_file
+from aib_sdk.disks import check_self_contained, sha256_file
 from aib_sdk.errors import ChecksumError, SourceError
 
 _FORMATS: dict[str, DiskFormat] = {
@@ -46,7 +46,12 @@ class S3ImageResolver:
 
     @classmethod
     def claims(cls, spec: BaseModel, config: Config) -> bool:
-        return isinstance(spec, S3ImageSource)
+        """Claims every ``S3Image`` source; refuses (:class:`UsageError`) an ``endpointUrl`` the operator did not
+        configure, so no credentials go to a host the template chose."""
+        if not isinstance(spec, S3ImageSource):
+            return False
+        check_template_endpoint(spec.endpoint_url, config, f"S3Image source {spec.uri}")
+        return True
 
     async def resolve(self, spec: BaseModel, ctx: RunContext) -> DiskImage:
         assert isinstance(spec, S3ImageSource)
@@ -82,6 +87,7 @@ class S3ImageResolver:
         generation: Literal["V1", "V2"] = spec.hyper_v_generation or (
             "V2" if metadata.get("aib-hyper-v-generation") == "V2" else "V1"
         )
+        await check_self_contained(final, fmt, what=f"S3Image source {spec.uri}")
         return DiskImage(
             path=final,
             format=fmt,

@@ -14,6 +14,7 @@ import aiofiles
 import anyio
 
 from aib_sdk.artifacts import CommandResult, OsType
+from aib_sdk.communicators.lines import LineBuffer
 from aib_sdk.communicators.winrm import scripts, soap
 from aib_sdk.communicators.winrm.session import AuthenticationError, ConnectionLost, Endpoint, Session
 from aib_sdk.communicators.winrm.shell import Shell
@@ -34,7 +35,7 @@ class _Lines:
     def __init__(self, stream: str, handler: OutputHandler | None) -> None:
         self.stream, self.handler = stream, handler
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.pending = ""
+        self.splitter = LineBuffer()  # linear time, bounded memory whatever the guest prints
         self.text: list[str] = []
         self.size = 0
 
@@ -43,14 +44,12 @@ class _Lines:
         if self.size < OUTPUT_LIMIT:
             self.text.append(chunk)
             self.size += len(chunk)
-        self.pending += chunk
-        *lines, self.pending = self.pending.split("\n")
-        if final and self.pending:
-            lines.append(self.pending)
-            self.pending = ""
+        lines = self.splitter.feed(chunk)
+        if final:
+            lines += self.splitter.flush()
         if self.handler is not None:
             for line in lines:
-                self.handler(self.stream, line.rstrip("\r"))
+                self.handler(self.stream, line)
 
     def value(self) -> str:
         return "".join(self.text)
