@@ -1,11 +1,12 @@
 """Every fenced code block of README.md and docs/**/*.md is checked according to its language.
 
 - ``python``: executed in a subprocess (``block_runner.py``) in a temporary directory holding the files the block
-  names, with a temporary ``AIB_HOME``/``AIB_CACHE``, the installed providers disabled and the harness's fakes
-  registered, so a build boots no VM and reaches no network. Blocks that define ``test_*`` functions run under
-  pytest (tests marked ``vm``/``debian`` are only collected). ``<!-- docs-test: fragment -->`` just before a block
-  marks a fragment: it is only compiled and its imports resolved; ``signature`` marks a call signature
-  (``Name(a, *, b=...)``), checked against the real one.
+  names (``file:///tmp/`` outputs are redirected into it), with a temporary ``AIB_HOME``/``AIB_CACHE``, the
+  installed providers disabled and the harness's fakes registered, so a build boots no VM and reaches no network;
+  a build it runs must succeed. Blocks that define ``test_*`` functions run under pytest (tests marked
+  ``vm``/``debian`` are only collected). ``<!-- docs-test: fragment -->`` just before a block marks a fragment: it
+  is only compiled and its imports resolved; ``signature`` marks a call signature (``Name(a, *, b=...)``),
+  checked against the real one.
 - ``json``: parsed (a block may hold several values, or object members: ``"key": value, ...``); a template is
   validated with the template model, an object with a ``type`` with that type's spec model.
 - ``toml``: parsed and loaded by :meth:`Config.load`.
@@ -171,7 +172,7 @@ def test_python_block(block: Block, tmp_path: Path) -> None:
     work.mkdir()
     _workdir_files(block, work)
     script = work / "docs_block.py"
-    script.write_text(block.text)
+    script.write_text(block.text.replace("file:///tmp/", f"{work.as_uri()}/"))  # outputs stay in the sandbox
     defines_tests = any(
         isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name.startswith("test_") for n in tree.body
     )
