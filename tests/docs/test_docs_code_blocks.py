@@ -47,7 +47,8 @@ RUNNER = Path(__file__).with_name("block_runner.py")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 MARKER = re.compile(r"<!--\s*docs-test:\s*(?P<marker>[\w-]+)\s*-->")
 SHELL = {"sh", "shell", "bash", "console"}
-KINDS = {"python", "json", "toml", *SHELL, ""}
+TEXT = {"", "text", "txt"}  # output, trees, paths: only their ``$ aib ...`` lines are checked
+KINDS = {"python", "json", "toml", *SHELL, *TEXT}
 MARKERS = {"fragment", "synopsis", "signature"}
 PLACEHOLDER = re.compile(r"<([A-Za-z][\w -]*)>")
 
@@ -300,7 +301,7 @@ def aib_commands(block: Block) -> list[list[str]]:
     commands = []
     for line in text.splitlines():
         line = line.strip()
-        if block.lang == "" or block.lang == "console":
+        if block.lang in TEXT or block.lang == "console":
             if not line.startswith("$ "):
                 continue
             line = line[2:]
@@ -323,7 +324,7 @@ def _options(parser: Any, words: list[str]) -> set[str]:
     return {opt for action in command._actions for opt in action.option_strings}
 
 
-@pytest.mark.parametrize("block", of_kind(*SHELL, ""))
+@pytest.mark.parametrize("block", of_kind(*SHELL, *TEXT))
 def test_shell_block(block: Block) -> None:
     parser = build_parser(_PLUGINS)
     for words in aib_commands(block):
