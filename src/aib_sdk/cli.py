@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from aib_sdk.plugins.manager import PluginManager
 
 PROG = "aib"
-CORE_COMMANDS = ("validate", "build", "schema", "plugins", "runs", "show", "delete")
+CORE_COMMANDS = ("validate", "build", "schema", "plugins", "runs", "show", "delete", "cache")
 
 
 class ArgumentError(Exception):
@@ -119,6 +119,15 @@ def build_parser(plugins: PluginManager | None = None) -> Parser:
     p.add_argument("--build-host", metavar="NAME", help="which build host to use (default: the first available)")
     p.add_argument("--create-missing", action="store_true", help="create missing galleries and image definitions")
     p.add_argument("--trust-on-first-use", action="store_true", help="accept a guest host key that could not be pinned")
+    p.add_argument("--no-cache", action="store_true", help="run every step; use and keep no step-cache layers")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="RUN_ID",
+        help="resume a failed run (default: the template's last): reuse its layers up to the first changed or "
+        "failed step",
+    )
     p.add_argument(
         "--progress",
         choices=("auto", "rich", "plain", "none"),
@@ -151,6 +160,10 @@ def build_parser(plugins: PluginManager | None = None) -> Parser:
     p.add_argument("template", metavar="TEMPLATE", help="template name")
     _config_option(p)
     p.set_defaults(func=cmd_delete)
+
+    from aib_sdk.cli_cache import add_cache_parser
+
+    add_cache_parser(sub, _config_option)
 
     if plugins is not None:
         plugins.add_cli_commands(sub)

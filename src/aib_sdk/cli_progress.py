@@ -93,7 +93,9 @@ class PlainDisplay:
             return f"--> {_step_name(ev)}"
         if isinstance(ev, StepFinished):
             if ev.ok:
-                return f"<-- {_step_name(ev)} done in {ev.duration:.1f}s" + (" (cached)" if ev.cached else "")
+                if ev.cached:
+                    return f"<-- {_step_name(ev)} cached (layer {ev.layer or '?'})"
+                return f"<-- {_step_name(ev)} ran, done in {ev.duration:.1f}s"
             code = f" (exit code {ev.exit_code})" if ev.exit_code is not None else ""
             return f"<-- {_step_name(ev)} FAILED after {ev.duration:.1f}s{code}" + (
                 f": {_first_line(ev.error)}" if ev.error else ""
@@ -202,7 +204,10 @@ class RichDisplay:
         elif isinstance(ev, StepFinished):
             self.step = ""
             if ev.ok:
-                self._print(f"✓ {_step_name(ev)} {ev.duration:.1f}s" + (" (cached)" if ev.cached else ""), "green")
+                if ev.cached:
+                    self._print(f"✓ {_step_name(ev)} cached (layer {ev.layer or '?'})", "green")
+                else:
+                    self._print(f"✓ {_step_name(ev)} ran {ev.duration:.1f}s", "green")
             else:
                 code = f" exit code {ev.exit_code}" if ev.exit_code is not None else ""
                 self._print(

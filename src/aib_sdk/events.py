@@ -61,6 +61,9 @@ class StepFinished(_Event):
     exit_code: int | None = None
     error: str | None = None
     cached: bool = False
+    """The step was not run: the build booted a stored disk layer holding its result (the step cache)."""
+    layer: str | None = None
+    """With ``cached``: the first 12 hex digits of that layer's key."""
 
 
 class LogLine(_Event):

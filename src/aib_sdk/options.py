@@ -33,6 +33,10 @@ class BuildOptions:
     - ``create_missing``: let gallery distributors create missing galleries/definitions.
     - ``trust_on_first_use``: accept a guest host key that could not be pinned (off by default).
     - ``max_parallel_targets``: how many distribution targets publish at once.
+    - ``cache``: the step cache (on by default; ``False`` is ``--no-cache``): boot from the longest stored prefix of
+      the template's steps and keep a disk layer after each step that runs (docs/caching.md).
+    - ``resume``: ``--resume [RUN_ID]``: a run id, or ``"latest"`` (the template's last run); reuses every layer
+      before the first changed or failed step of that run and reports it.
     """
 
     params: dict[str, str] = field(default_factory=dict)
@@ -50,6 +54,8 @@ class BuildOptions:
     create_missing: bool = False
     trust_on_first_use: bool = False
     max_parallel_targets: int = 8
+    cache: bool = True
+    resume: str | None = None
     base_directory: Path | None = None
     """Directory that relative paths in the template (scripts, files) are resolved against."""
     context: Path | None = None

@@ -104,6 +104,28 @@ class Machine(Protocol):
         ...
 
 
+@runtime_checkable
+class LayeredMachine(Protocol):
+    """Optional members of a :class:`Machine` whose disk can be kept as a layer after each step (the step cache).
+
+    A build host whose machines lack them simply does not cache. To boot from a layer, the Builder passes
+    :meth:`BuildHost.start` a :class:`DiskImage` whose ``path`` is a stored layer (format ``layer_format``) that
+    has a backing chain; the host must open it as it opens any base disk (never writing it). Optionally, the
+    build host class has ``cache_facts(config) -> dict``: its settings that change what the disk holds (network
+    mode, build user …), which become part of every layer key.
+    """
+
+    layer_format: str
+    """The format of the layers this machine writes (``qcow2`` for QEMU)."""
+
+    async def snapshot(self, dest: Path, backing: Path, backing_format: str) -> bool:
+        """Write the disk's changes since boot or the previous snapshot to ``dest`` (an existing empty file, to
+        be written in place), as a layer whose backing file is ``backing``; the VM keeps running. The guest's
+        buffers are flushed first (the layer is consistent like a power cut after ``sync``). Return ``False``
+        when this machine cannot (e.g. it has data disks whose state a layer would not hold)."""
+        ...
+
+
 class BuildHost(Protocol):
     """Boots build VMs: QEMU locally, a cloud VM elsewhere."""
 

@@ -28,10 +28,14 @@ from aib_sdk.fetch import UriFetcher
 from aib_sdk.options import BuildOptions
 from aib_sdk.result import BuildResult
 from aib_sdk.staging import (
+    RunRecord,
     create_staging,
+    list_runs,
+    load_run,
     new_run_id,
     remove_work,
     resource_group_record,
+    safe_template_name,
     write_record,
     write_resource_group,
     write_template,
@@ -89,6 +93,7 @@ class Builder:
 
     async def _run(self) -> BuildResult:
         plan = self.plan = await make_plan(self.template, self.options)
+        resumed = await _resumed_run(plan) if plan.options.resume else None
         staging = self.staging = await create_staging(plan.config, plan.name, plan.digest, new_run_id())
         await write_template(staging, plan.loaded.raw_properties)
         props = plan.loaded.properties
@@ -115,6 +120,8 @@ class Builder:
             plugins=plan.plugins,
         )
         execution = self._execution = Execution(plan, ctx, emit)
+        if resumed is not None:
+            execution.resume = (resumed.run_id, resumed.data)
         steps: list[dict[str, Any]] = []
         warnings: list[str] = []
         self._hub.listen(lambda ev: _note(ev, steps, warnings))
@@ -150,10 +157,28 @@ def _note(event: Event, steps: list[dict[str, Any]], warnings: list[str]) -> Non
                 "duration": round(event.duration, 3),
                 "exitCode": event.exit_code,
                 "error": event.error,
+                "cached": event.cached,
+                "layer": event.layer,
             }
         )
     elif isinstance(event, Warning):
         warnings.append(event.message)
+
+
+async def _resumed_run(plan: Plan) -> RunRecord:
+    """``--resume [RUN_ID]``: the run to resume (``latest``: the template's last recorded run)."""
+    wanted = plan.options.resume or "latest"
+    if not plan.options.cache:
+        raise UsageError("--resume reuses the step cache: it cannot be combined with --no-cache")
+    if wanted != "latest":
+        record = await load_run(plan.config, wanted)
+        if record.template_name not in (plan.name, safe_template_name(plan.name)):
+            raise UsageError(f"run {wanted} built template {record.template_name!r}, not {plan.name!r}")
+        return record
+    for record in await list_runs(plan.config, plan.name):
+        if record.data:
+            return record
+    raise UsageError(f"--resume: template {plan.name!r} has no earlier run to resume")
 
 
 def _output_detail(output: RunOutput, type_name: str | None) -> dict[str, Any]:
@@ -188,6 +213,7 @@ def _record(
         "warnings": warnings,
         "keptVm": execution.kept_vm,
         "optimization": execution.optimization or None,
+        "cache": execution.cache.report() if execution.cache is not None else None,
         **(group or {}),
     }
     return data

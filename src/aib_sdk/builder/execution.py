@@ -24,6 +24,7 @@ import anyio.abc
 from pydantic import BaseModel
 
 from aib_sdk.artifacts import Artifact, DiskImage, ProvisioningState, RunOutput
+from aib_sdk.cache.session import StepCache, host_facts
 from aib_sdk.context import RunContext, StepContext
 from aib_sdk.errors import AibError, DistributeError, StepError
 from aib_sdk.events import (
@@ -104,6 +105,9 @@ class Execution:
         self.cancel_requested = False
         self._finished_state = False
         self._end_mark: float | None = None
+        self.cache: StepCache | None = None
+        self.resume: tuple[str, dict[str, Any]] | None = None
+        """``--resume``: the run id and run.json of the run being resumed (read by the Builder before the start)."""
 
     # State -------------------------------------------------------------------------------------------------
 
@@ -226,8 +230,14 @@ class Execution:
             self.activity = f"starting the validation VM on {plan.host.name}"
             await self._on_machine(image, vm, self._validate_source)
             return
-        self.activity = f"starting the build VM on {plan.host.name}"
-        artifact = await self._on_machine(image, vm, self._customize)
+        self.activity = "looking up cached layers"
+        self.cache = cache = await self._open_cache(image, vm)
+        try:
+            self.activity = f"starting the build VM on {plan.host.name}"
+            artifact = await self._on_machine(cache.boot_image, vm, self._customize)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await cache.close()
         if artifact is None:
             return
         artifact = await self._optimize(image, vm, artifact)
@@ -244,6 +254,27 @@ class Execution:
             if self._finished_state:
                 return
         await self._distribute(artifact, validation_error)
+
+    async def _open_cache(self, image: DiskImage, vm: VmRequest) -> StepCache:
+        """The step cache of this run: keys for the customize steps and the longest stored prefix."""
+        plan = self.plan
+        steps = [
+            (_step_name(step.spec, step.type_name, index), step.type_name, step.runner, step.spec)
+            for index, step in enumerate(plan.steps)
+        ]
+        facts = host_facts(plan.host, vm, plan.loaded.properties.vm_profile, self.ctx)
+        cache = await StepCache.open(
+            self.ctx,
+            self.emit,
+            image=image,
+            steps=steps,
+            facts=facts,
+            enabled=self.ctx.options.cache,
+            host_name=plan.host.name,
+        )
+        if self.resume is not None:
+            cache.explain_resume(*self.resume)
+        return cache
 
     async def _host_preflight(self) -> None:
         """Let the build host refuse a request it cannot serve (optional ``BuildHost.preflight``, e.g. an unmapped
@@ -307,7 +338,7 @@ class Execution:
         """Run the steps and the hidden deprovision step, then shut down and capture; ``None`` on failure."""
         plan = self.plan
         self.phase("Customizing")
-        error = await self._run_steps("customize", plan.steps, machine)
+        error = await self._run_customize_steps(machine)
         if error is None:
             error = await self._deprovision(machine)
         if error is not None:
@@ -401,6 +432,39 @@ class Execution:
                 return error
         return None
 
+    async def _run_customize_steps(self, machine: Machine) -> StepError | None:
+        """The customize steps: those in the cached prefix are reported as cached, each later one runs and (cache
+        on, host able) leaves a layer."""
+        cache = self.cache
+        for index, step in enumerate(self.plan.steps):
+            name = _step_name(step.spec, step.type_name, index)
+            if cache is not None and index < cache.prefix:
+                self.emit(StepStarted(phase="customize", index=index, name=name, type=step.type_name))
+                layer = cache.slots[index].key
+                self.emit(
+                    StepFinished(
+                        phase="customize",
+                        index=index,
+                        name=name,
+                        type=step.type_name,
+                        ok=True,
+                        duration=0.0,
+                        cached=True,
+                        layer=layer[:12] if layer else None,
+                    )
+                )
+                continue
+            run_ctx, fetcher = cache.context_for(index) if cache is not None else (self.ctx, None)
+            error = await self._run_step(
+                "customize", index, name, step.type_name, step.runner, step.spec, machine, run_ctx=run_ctx
+            )
+            if error is not None:
+                return error
+            if cache is not None and cache.enabled:
+                self.activity = f"storing the layer of step {name!r}"
+                await cache.after_step(index, machine, fetcher)
+        return None
+
     async def _run_step(
         self,
         phase: StepPhase,
@@ -410,9 +474,16 @@ class Execution:
         runner: type[Customizer],
         spec: BaseModel,
         machine: Machine,
+        *,
+        run_ctx: RunContext | None = None,
     ) -> StepError | None:
         step = StepContext(
-            run=self.ctx, communicator=machine.communicator, phase=phase, index=index, name=name, type=type_name
+            run=run_ctx or self.ctx,
+            communicator=machine.communicator,
+            phase=phase,
+            index=index,
+            name=name,
+            type=type_name,
         )
         self.activity = f"{phase} step {name!r}"
         self.emit(StepStarted(phase=phase, index=index, name=name, type=type_name))

@@ -19,6 +19,7 @@ about (the Builder's run semantics need no VM). They respect :mod:`aib_sdk.proto
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -132,6 +133,11 @@ class FakeWorld:
     failing_targets: dict[str, str] = field(default_factory=dict)
     slow_targets: dict[str, float] = field(default_factory=dict)
     boot_error: str | None = None
+    keep_layers: bool = False
+    """Machines support the step cache's ``snapshot`` (a JSON 'layer' naming its backing file and commands)."""
+    snapshot_error: str | None = None
+    """With ``keep_layers``: every snapshot raises this (a build host failing mid-layer)."""
+    snapshots: list[Path] = field(default_factory=list)
     machines: list[FakeMachine] = field(default_factory=list)
     publishes: list[Publish] = field(default_factory=list)
     resolved: list[DiskImage] = field(default_factory=list)
@@ -239,8 +245,29 @@ class FakeCommunicator:
         self.closed = True
 
 
+def read_fake_layers(path: Path) -> list[str]:
+    """The commands recorded in a fake layer chain (oldest first); ``[]`` for a disk that is not a fake layer."""
+    commands: list[str] = []
+    current: Path | None = path
+    while current is not None:
+        try:
+            data = json.loads(current.read_bytes())
+        except (OSError, ValueError):
+            break
+        if not isinstance(data, dict) or data.get("fakeLayer") != 1:
+            break
+        commands[:0] = list(data.get("commands", []))
+        current = Path(data["backing"]) if data.get("backing") else None
+    return commands
+
+
 class FakeMachine:
-    """A build VM that exists only in memory; capture writes a small raw file into the run's ``work/``."""
+    """A build VM that exists only in memory; capture writes a small raw file into the run's ``work/``.
+
+    With ``world.keep_layers`` it implements :class:`~aib_sdk.protocols.LayeredMachine`: a snapshot is a JSON file
+    naming its backing file and the commands run since the previous one, and a machine booted from such a layer
+    starts with the chain's commands as its disk's history (``history``), which capture writes out too.
+    """
 
     def __init__(self, world: FakeWorld, image: DiskImage, vm: VmRequest) -> None:
         self.world = world
@@ -251,6 +278,26 @@ class FakeMachine:
         self.captured: Artifact | None = None
         self.kept = False
         self.destroyed = False
+        self.history: list[str] = read_fake_layers(image.path) if world.keep_layers else []
+        self._snapshot_mark = 0
+        self.disk: list[str] = []
+        """After capture: the commands the captured disk holds (its layer history, then this machine's)."""
+        if world.keep_layers:
+            self.layer_format = "raw"
+
+    async def snapshot(self, dest: Path, backing: Path, backing_format: str) -> bool:
+        if not self.world.keep_layers:
+            return False
+        await anyio.lowlevel.checkpoint()
+        if self.world.snapshot_error:
+            await anyio.Path(dest).write_bytes(b"half a layer")
+            raise BuildHostError(self.world.snapshot_error)
+        commands = self.fake_communicator.commands[self._snapshot_mark :]
+        self._snapshot_mark = len(self.fake_communicator.commands)
+        layer = {"fakeLayer": 1, "backing": str(backing), "backingFormat": backing_format, "commands": commands}
+        await anyio.Path(dest).write_text(json.dumps(layer))
+        self.world.snapshots.append(dest)
+        return True
 
     @property
     def fake_communicator(self) -> FakeCommunicator:
@@ -266,7 +313,8 @@ class FakeMachine:
             raise BuildHostError("capture before shutdown")
         path = ctx.staging.work / "fake-capture.raw"
         await anyio.Path(path).parent.mkdir(parents=True, exist_ok=True)
-        await anyio.Path(path).write_bytes(b"fake disk\n" + "\n".join(self.fake_communicator.commands).encode())
+        commands = self.disk = [*self.history, *self.fake_communicator.commands]
+        await anyio.Path(path).write_bytes(b"fake disk\n" + "\n".join(commands).encode())
         self.captured = Artifact(
             path=path,
             format="raw",
@@ -352,7 +400,10 @@ class FakeSource:
         version = "1.2.3" if spec.version == "latest" else spec.version
         path = anyio.Path(ctx.cache_dir) / "fake-images" / f"fake-{version}.raw"
         await path.parent.mkdir(parents=True, exist_ok=True)
-        await path.write_bytes(b"fake base image\n")
+        if not await path.exists():  # written once, atomically: concurrent builds may be reading it
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self)}")
+            await tmp.write_bytes(b"fake base image\n")
+            await tmp.replace(path)
         image = DiskImage(path=Path(path), format="raw", os_type=spec.os_type, exact_version=version)
         self.world.resolved.append(image)
         return image

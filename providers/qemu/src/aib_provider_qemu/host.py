@@ -209,6 +209,20 @@ class QemuBuildHost:
     def available(cls, config: Config) -> bool:
         return shutil.which(QemuSettings.from_config(config).binary) is not None
 
+    @classmethod
+    def cache_facts(cls, config: Config) -> dict[str, object]:
+        """Settings that change what a build's disk holds (part of every step-cache key): users and network."""
+        settings = QemuSettings.from_config(config)
+        section = config.section("qemu")
+        return {
+            "buildUser": settings.build_user,
+            "windowsBuildUser": settings.windows_build_user,
+            "sshUser": settings.ssh_user,
+            "winrmUser": settings.winrm_user,
+            "network": str(section.get("network", "nat")),
+            "networks": section.get("networks"),
+        }
+
     async def preflight(self, vm: VmRequest, ctx: RunContext) -> None:
         """Before anything starts: the settings parse and ``vnetConfig.subnetId`` maps to a network."""
         settings = QemuSettings.from_config(ctx.config)
@@ -351,6 +365,7 @@ class QemuBuildHost:
             if result.returncode != 0:
                 raise BuildHostError(f"cannot create data disk {index}: {result.stderr.decode(errors='replace')}")
             data_disks.append(path)
+        machine.data_disks = len(data_disks)
         ovmf_vars = None
         if image.kernel is None and image.hyper_v_generation == "V2":
             if not await anyio.Path(OVMF_CODE).is_file():

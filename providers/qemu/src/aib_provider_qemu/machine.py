@@ -10,11 +10,12 @@ import signal
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import anyio.abc
 
-from aib_provider_qemu import process, windows
+from aib_provider_qemu import layers, process, windows
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import Artifact, DiskImage
@@ -50,6 +51,10 @@ class QemuMachine:
     kept: bool = False
     winrm: windows.WinRMAccess | None = None
     """Windows guests: the WinRM credentials (the password is never logged; ``keep()`` stores it 0600)."""
+    data_disks: int = 0
+    snapshots: int = 0
+    snapshot_refusal: str = ""
+    layer_format: ClassVar[str] = "qcow2"
 
     @property
     def qmp_socket(self) -> Path:
@@ -189,6 +194,22 @@ class QemuMachine:
             template_name=ctx.template_name,
             source_image=self.image,
         )
+
+    async def snapshot(self, dest: Path, backing: Path, backing_format: str) -> bool:
+        """The step cache's layer: flush the guest, freeze the overlay over QMP, copy it to ``dest`` on ``backing``."""
+        if self.data_disks:
+            self.snapshot_refusal = "the VM has additionalDataDisks, whose state a layer of the OS disk would not hold"
+            return False
+        default = layers.WINDOWS_SYNC if self.image.os_type == "Windows" else layers.LINUX_SYNC
+        result = await self.communicator.run(self.image.attributes.get("sync_command", default), timeout=300)
+        if not result.ok:
+            raise BuildHostError(f"flushing the guest's disk before a snapshot failed (exit code {result.exit_code})")
+        frozen, fresh = self.overlay, self.directory / f"os-disk-{self.snapshots + 1}.qcow2"
+        await layers.freeze_overlay(self.qmp_socket, "os", fresh)
+        self.snapshots += 1
+        self.overlay = fresh
+        await layers.write_layer(frozen, dest, backing, backing_format)
+        return True
 
     def keep(self) -> str:
         """Leave QEMU running; move its files out of the run's work directory; return how to reach it."""
