@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
-from aib_sdk.models import specs
 from aib_sdk.plugins import hookimpl
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from aib_sdk.plugins.registry import SpecKind
     from aib_sdk.protocols import Communicator, Customizer, Distributor
 
 
 @hookimpl
 def aib_register_spec_models() -> list[tuple[SpecKind, type[BaseModel]]]:
+    from aib_sdk.models import specs  # pydantic models: loaded when collected, not when the plugin registers
+
     entries: list[tuple[SpecKind, type[BaseModel]]] = []
     entries += [("source", m) for m in specs.AIB_SOURCES]
     entries += [("customizer", m) for m in specs.AIB_CUSTOMIZERS]

@@ -17,6 +17,9 @@ API (signatures are the contract):
   is ``"qcow2" | "qcow2-zstd" | "qcow2-zlib" | "raw" | "vhd" (fixed, 1 MiB aligned, Azure rules) | "vhd-dynamic"
   | "vmdk"``
 - ``async def sha256_file(path: Path, on_progress: ProgressHandler | None = None) -> str``
+- ``async def cached_sha256(path: Path, cache_dir: Path, on_progress=None) -> str``: :func:`sha256_file`, recorded
+  under ``<cache>/digests/`` with the file's device, inode, size, mtime and ctime; a file whose record still
+  matches is not read again
 - ``async def artifact_sha256(artifact: Artifact, path: Path, on_progress=None) -> str``: the digest of the artifact
   or one of its conversions, hashed once per run however many targets ask
 - ``async def copy_sparse(src: Path, dst: Path, *, on_progress: ProgressHandler | None = None) -> None`` (copies
@@ -282,6 +285,59 @@ async def sha256_file(path: Path, on_progress: ProgressHandler | None = None) ->
     if on_progress and done == 0:
         on_progress(0, total)
     return digest.hexdigest()
+
+
+def _stat_key(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {
+        "path": str(path.resolve()),
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
+
+
+def _record_file(cache_dir: Path, path: Path) -> Path:
+    return cache_dir / "digests" / hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+
+
+def _recorded_digest(cache_dir: Path, path: Path) -> tuple[str | None, dict[str, Any]]:
+    key = _stat_key(path)
+    try:
+        record = json.loads(_record_file(cache_dir, path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, key
+    digest = record.get("sha256") if isinstance(record, dict) and record.get("stat") == key else None
+    return (digest if isinstance(digest, str) and len(digest) == 64 else None), key
+
+
+def _record_digest(cache_dir: Path, path: Path, key: dict[str, Any], digest: str) -> None:
+    if _stat_key(path) != key:
+        return  # the file changed while it was read: record nothing
+    file = _record_file(cache_dir, path)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_text(json.dumps({"stat": key, "sha256": digest}), encoding="utf-8")
+        tmp.replace(file)
+    except OSError:
+        pass  # a cache: a read-only cache directory costs a re-hash next time, nothing else
+
+
+async def cached_sha256(path: Path, cache_dir: Path, on_progress: ProgressHandler | None = None) -> str:
+    """:func:`sha256_file`, read once per file version: the digest is recorded with the file's device, inode, size,
+    mtime and ctime under ``<cache_dir>/digests/``, and a file whose record still matches is not read again
+    (as ``git`` trusts its index). Any change to the file (a write touches mtime and ctime) means a re-hash."""
+    digest, key = await anyio.to_thread.run_sync(_recorded_digest, cache_dir, path)
+    if digest is not None:
+        if on_progress:
+            on_progress(key["size"], key["size"])
+        return digest
+    digest = await sha256_file(path, on_progress)
+    await anyio.to_thread.run_sync(_record_digest, cache_dir, path, key, digest)
+    return digest
 
 
 def _copy_range(fin: int, fout: int, start: int, end: int, report: Callable[[int], None]) -> None:

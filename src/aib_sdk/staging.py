@@ -36,15 +36,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from aib_sdk.config import Config
-from aib_sdk.context import Staging
 from aib_sdk.errors import UsageError
 from aib_sdk.private_files import ensure_private_home, make_private_dir, write_private
 from aib_sdk.redaction import redact
+
+if TYPE_CHECKING:  # ``aib runs`` reads records without loading the event models these import
+    from aib_sdk.context import Staging
 
 RUN_ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]")
@@ -73,6 +75,8 @@ def staging_directory(config: Config, template_name: str, digest: str) -> Path:
 
 async def create_staging(config: Config, template_name: str, digest: str, run_id: str) -> Staging:
     """Create the staging directory of a template and the directories of one run in it."""
+    from aib_sdk.context import Staging
+
     staging = Staging(staging_directory(config, template_name, digest), run_id)
 
     def make() -> None:

@@ -6,55 +6,121 @@ key, the key the guest presents first is pinned for the rest of the session (rec
 
 Each :meth:`SshCommunicator.run` is its own SSH session. A connection lost during a command (the guest rebooted)
 gives exit code -1 and the next call reconnects. Transfers use SFTP in chunks, so files of any size stream
-without being loaded whole; local file I/O happens in worker threads.
+without being loaded whole; local file I/O happens in worker threads. asyncssh is imported on first use, so
+registering this class costs nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiofiles
 import anyio
-import asyncssh
 
 from aib_sdk.artifacts import CommandResult, OsType
 from aib_sdk.communicators.lines import LineBuffer
 from aib_sdk.errors import CommandTimeout, CommunicatorError
 from aib_sdk.protocols import OutputHandler, ProgressHandler
 
+if TYPE_CHECKING:
+    import asyncssh
+
 CHUNK = 1 << 20
 OUTPUT_LIMIT = 1 << 20
 BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
+PROBE_INTERVAL = 0.1
+"""Seconds between the starts of two banner probes (well under a quarter second): the first login follows sshd by at
+most this much plus the SSH handshake."""
+PROBE_TIMEOUT = 3.0
+"""How long one probe waits for the banner (a forwarded port may accept and then hold a connection)."""
+
+
+async def _banner(host: str, port: int, timeout: float) -> bool:
+    """Whether an SSH server at ``host:port`` sends its identification line (``SSH-…``) within ``timeout``."""
+    with anyio.move_on_after(timeout):
+        try:
+            async with await anyio.connect_tcp(host, port) as stream:
+                received = b""
+                while b"\n" not in received and len(received) < 256:
+                    received += await stream.receive(256)
+                return received.startswith(b"SSH-")
+        except (OSError, anyio.EndOfStream, anyio.BrokenResourceError):
+            return False
+    return False
+
+
+async def wait_for_banner(host: str, port: int, timeout: float, *, interval: float = PROBE_INTERVAL) -> bool:
+    """Wait until an SSH server at ``host:port`` answers with its banner; ``False`` after ``timeout`` seconds.
+
+    A probe starts every ``interval`` seconds and they overlap, so a probe stuck on a connection the guest never
+    takes (QEMU's user-mode forward accepts before the guest listens) delays nothing: the first login can follow
+    the server's start by ``interval`` plus one round trip.
+    """
+    found = anyio.Event()
+
+    async def probe() -> None:
+        if await _banner(host, port, PROBE_TIMEOUT):
+            found.set()
+
+    with anyio.move_on_after(timeout):
+        async with anyio.create_task_group() as tg:
+            while not found.is_set():
+                tg.start_soon(probe)
+                with anyio.move_on_after(interval):
+                    await found.wait()
+            tg.cancel_scope.cancel()
+    return found.is_set()
 
 
 class HostKeyMismatch(CommunicatorError):
     """The guest presented a host key that is not the pinned one: the connection was refused."""
 
 
-def _public_keys(keys: Sequence[str | asyncssh.SSHKey]) -> list[asyncssh.SSHKey]:
-    found: list[asyncssh.SSHKey] = []
+def _key_lines(keys: Sequence[str | asyncssh.SSHKey]) -> list[Any]:
+    """The pinned keys as key objects or OpenSSH public key lines (known_hosts host patterns dropped), each line
+    checked for shape (algorithm, base64 blob naming that algorithm) without loading asyncssh."""
+    found: list[Any] = []
     for key in keys:
-        if isinstance(key, asyncssh.SSHKey):
-            found.append(key)
+        if not isinstance(key, str):
+            found.append(key)  # an asyncssh.SSHKey
             continue
-        for line in str(key).splitlines():
+        for line in key.splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             fields = line.split()
             # A known_hosts line starts with host patterns; a public key line with the algorithm.
             if len(fields) >= 3 and not fields[0].startswith(("ssh-", "ecdsa-", "sk-")):
-                line = " ".join(fields[1:])
+                fields = fields[1:]
             try:
-                found.append(asyncssh.import_public_key(line))
-            except (asyncssh.KeyImportError, ValueError) as exc:
-                raise CommunicatorError(f"cannot read pinned host key: {exc}") from exc
+                blob = base64.b64decode(fields[1], validate=True)
+                named = blob[4 : 4 + int.from_bytes(blob[:4], "big")].decode("ascii")
+            except (IndexError, ValueError) as exc:
+                raise CommunicatorError(f"cannot read pinned host key: {line[:80]!r}") from exc
+            if named != fields[0]:
+                raise CommunicatorError(f"cannot read pinned host key: {fields[0]} key holds a {named!r} blob")
+            found.append(" ".join(fields))
+    return found
+
+
+def _public_keys(keys: Sequence[Any]) -> list[asyncssh.SSHKey]:
+    import asyncssh
+
+    found: list[asyncssh.SSHKey] = []
+    for key in keys:
+        if isinstance(key, asyncssh.SSHKey):
+            found.append(key)
+            continue
+        try:
+            found.append(asyncssh.import_public_key(key))
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise CommunicatorError(f"cannot read pinned host key: {exc}") from exc
     return found
 
 
@@ -80,7 +146,9 @@ class SshCommunicator:
         self.connect_timeout = connect_timeout
         self.trust_on_first_use = trust_on_first_use
         self._client_keys: list[Any] = [str(k) if isinstance(k, Path) else k for k in client_keys]
-        self._host_keys = _public_keys(host_keys)
+        # Parsed (and asyncssh imported) on first use: a build host makes the communicator before QEMU starts.
+        self._host_key_lines = _key_lines(host_keys)
+        self._parsed_host_keys: list[asyncssh.SSHKey] | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = anyio.Lock()
         self.environment: dict[str, str] = {}
@@ -89,11 +157,23 @@ class SshCommunicator:
     # Connection ---------------------------------------------------------------------------------------------
 
     @property
+    def _host_keys(self) -> list[asyncssh.SSHKey]:
+        if self._parsed_host_keys is None:
+            self._parsed_host_keys = _public_keys(self._host_key_lines)
+        return self._parsed_host_keys
+
+    @_host_keys.setter
+    def _host_keys(self, keys: list[asyncssh.SSHKey]) -> None:
+        self._parsed_host_keys = keys
+
+    @property
     def pinned_host_keys(self) -> list[str]:
         """The host keys this communicator accepts, in OpenSSH public-key format."""
         return [bytes(k.export_public_key("openssh")).decode().strip() for k in self._host_keys]
 
     async def _pin_first_key(self, timeout: float) -> None:
+        import asyncssh
+
         try:
             with anyio.fail_after(timeout):
                 key = await asyncssh.get_server_host_key(self.host, self.port)
@@ -105,8 +185,15 @@ class SshCommunicator:
             raise CommunicatorError(f"{self.host}:{self.port} presented no host key")
         self._host_keys = [key]
 
+    async def wait_answering(self, timeout: float) -> bool:
+        """Whether the server sent its SSH banner within ``timeout`` (probes every 0.1 s; see
+        :func:`wait_for_banner`): call before :meth:`connect` while a guest boots."""
+        return await wait_for_banner(self.host, self.port, timeout)
+
     async def connect(self, timeout: float | None = None) -> None:
         """Open the connection now (it is otherwise opened by the first call). Idempotent."""
+        import asyncssh
+
         async with self._lock:
             if self._conn is not None:
                 return
@@ -180,6 +267,8 @@ class SshCommunicator:
         on_output: OutputHandler | None = None,
     ) -> CommandResult:
         """Run ``command`` in a new session, streaming its lines; -1 when the connection dropped meanwhile."""
+        import asyncssh
+
         conn = await self._connection()
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in self.environment.items())
         buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
@@ -235,6 +324,9 @@ class SshCommunicator:
 
     async def upload(self, local: Path, remote: str, *, on_progress: ProgressHandler | None = None) -> None:
         """Stream ``local`` to ``remote`` over SFTP in 1 MiB chunks."""
+        import aiofiles
+        import asyncssh
+
         conn = await self._connection()
         total = (await anyio.Path(local).stat()).st_size
         done = 0
@@ -259,6 +351,9 @@ class SshCommunicator:
 
     async def download(self, remote: str, local: Path) -> None:
         """Copy the guest file ``remote`` to ``local`` over SFTP."""
+        import aiofiles
+        import asyncssh
+
         conn = await self._connection()
         try:
             async with (
@@ -290,6 +385,10 @@ class SshCommunicator:
         self._drop()
         last_error: Exception | None = None
         while (left := deadline - time.monotonic()) > 0:
+            # Banner probes every 0.1 s while the guest is down, then a real login: no attempt hangs on the
+            # forward of a guest that is not listening yet, and none waits a fixed second.
+            if not await self.wait_answering(min(1.0, left)):
+                continue
             try:
                 await self.connect(timeout=min(5.0, max(1.0, left)))  # short tries: a hung handshake costs little
                 current = await self.boot_id()
@@ -298,12 +397,12 @@ class SshCommunicator:
             except CommunicatorError as exc:
                 last_error = exc
                 self._drop()
-                await anyio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                await anyio.sleep(min(PROBE_INTERVAL, max(0.0, deadline - time.monotonic())))
                 continue
             if current != previous_boot_id:
                 return
             self._drop()
-            await anyio.sleep(0.5)
+            await anyio.sleep(PROBE_INTERVAL)
         raise CommunicatorError(
             f"the guest did not come back from a reboot within {timeout:.0f}s"
             + (f" (last error: {last_error})" if last_error else "")

@@ -261,7 +261,7 @@ def _load(
         if rel is not None:
             unresolved_paths.add(to_loc(rel))
 
-    model = build_properties_model(plugins.registry)
+    model = build_properties_model(plugins.spec_registry)
     properties, errors, more_warnings = validate_properties(
         model, props, prefix=prefix, lenient=lenient, unresolved_paths=unresolved_paths, plugins=plugins
     )

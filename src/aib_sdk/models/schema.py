@@ -16,7 +16,7 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def template_json_schema(plugins: PluginManager) -> dict[str, Any]:
     """A JSON Schema accepting an image template resource or a bare ``properties`` object."""
-    properties_model = build_properties_model(plugins.registry)
+    properties_model = build_properties_model(plugins.spec_registry)
     resource_model = create_model(
         "ImageTemplate",
         __base__=TemplateResource,

@@ -80,7 +80,7 @@ def validate_properties(
     """
     data = copy.deepcopy(props)
     warnings: list[Issue] = []
-    registry = plugins.registry
+    registry = plugins.spec_registry
     for _attempt in range(8):
         try:
             return model.model_validate(data), [], warnings

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from aib_sdk.plugins import hookspec
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from aib_sdk.plugins.registry import SpecKind
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
-from pydantic import BaseModel
 
 from aib_sdk.errors import PluginError, UsageError
 from aib_sdk.plugins import PROJECT, hookspecs
 from aib_sdk.plugins.registry import Registry, type_name_of
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from aib_sdk.config import Config
+    from aib_sdk.plugins.catalog import Catalog
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
 
 BUILTIN_PLUGIN = "aib-sdk"
@@ -32,6 +34,10 @@ class PluginManager:
     ``entry_points=False`` skips installed distributions (for embedding and tests); ``disabled`` (default: the
     comma-separated ``AIB_DISABLE_PLUGINS``) blocks entry points by name; ``builtins=False`` leaves out the core's
     own steps, communicators and AIB type models. Entry points load on first use.
+
+    :attr:`spec_registry` (the template models only, all that validation needs) comes from the on-disk
+    :mod:`~aib_sdk.plugins.catalog` when the manager holds exactly the installed plugins and the catalogue is current,
+    so validating imports no plugin's implementation; :attr:`registry` collects everything and refreshes it.
     """
 
     def __init__(
@@ -50,6 +56,10 @@ class PluginManager:
         self._want_entry_points = entry_points
         self._entry_points_loaded = False
         self._registry: Registry | None = None
+        self._spec_registry: Registry | None = None
+        self._catalog: Catalog | Literal[False] | None = None  # read once; False: none current
+        # The catalogue describes the installation: only a manager of exactly the installed plugins may use it.
+        self._catalog_eligible = entry_points and builtins
         if builtins:
             from aib_sdk import builtins as builtin_hooks
 
@@ -64,6 +74,8 @@ class PluginManager:
         except ValueError as exc:
             raise PluginError(str(exc)) from exc
         self._registry = None
+        self._spec_registry = None
+        self._catalog_eligible = False
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded or not self._want_entry_points:
@@ -92,7 +104,48 @@ class PluginManager:
             except pluggy.PluginValidationError as exc:
                 raise PluginError(str(exc)) from exc
             self._registry = self._collect()
+            if self._catalog_eligible and self._catalog_from_disk() is None:
+                from aib_sdk.plugins import catalog
+
+                catalog.save(self._registry, self.disabled)
         return self._registry
+
+    @property
+    def spec_registry(self) -> Registry:
+        """A registry holding at least every spec model (enough to validate templates and print the schema).
+
+        The full :attr:`registry` once it is built; before that, the spec models named by a current on-disk
+        catalogue (importing their modules only); else the full registry.
+        """
+        if self._registry is not None:
+            return self._registry
+        if self._spec_registry is None:
+            found = self._catalog_from_disk()
+            if found is not None:
+                from aib_sdk.plugins import catalog
+
+                self._spec_registry = catalog.spec_registry(found)
+            if self._spec_registry is None:
+                return self.registry
+        return self._spec_registry
+
+    def types_by_plugin(self) -> dict[str, list[str]]:
+        """Plugin name → the ``kind:Type`` entries it provides (from a current catalogue when there is one)."""
+        found = self._catalog_from_disk() if self._registry is None else None
+        return dict(found.types_by_plugin) if found is not None else self.registry.types_by_plugin()
+
+    def catalog(self) -> Catalog | None:
+        """The current on-disk catalogue of exactly this manager's plugins, if any (see :attr:`spec_registry`)."""
+        return self._catalog_from_disk()
+
+    def _catalog_from_disk(self) -> Catalog | None:
+        if not self._catalog_eligible:
+            return None
+        if self._catalog is None:
+            from aib_sdk.plugins import catalog
+
+            self._catalog = catalog.load(self.disabled) or False
+        return self._catalog or None
 
     def add_cli_commands(self, subparsers: Any) -> None:
         """Let every plugin add its ``aib`` subcommands (hook ``aib_add_cli_commands``) to ``subparsers``."""

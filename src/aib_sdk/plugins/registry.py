@@ -6,11 +6,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
-
 from aib_sdk.errors import PluginError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
 
 SpecKind = Literal["source", "customizer", "validator", "distributor"]

@@ -197,18 +197,9 @@ class FileStep:
         local = await step.run.fetch(spec.source_uri, spec.sha256_checksum or None, label=step.name)
         destination = spec.destination
         comm = step.communicator
-        if comm.os_type == "Linux":
-            path = PurePosixPath(destination)
-            if not path.is_absolute():
-                raise StepError(step.name, f"destination must be an absolute path, not {destination!r}")
-            parent = shlex.quote(str(path.parent))
-            check = await comm.run(f"test -d {parent} && test -w {parent}")
-            if check.exit_code != 0:
-                raise StepError(
-                    step.name,
-                    f"the destination directory {path.parent} does not exist or is not writable by the build "
-                    "user (AIB rule: upload to an existing directory such as /tmp, then move it with sudo)",
-                )
+        linux = comm.os_type == "Linux"
+        if linux and not PurePosixPath(destination).is_absolute():
+            raise StepError(step.name, f"destination must be an absolute path, not {destination!r}")
         size = (await anyio.Path(local).stat()).st_size
 
         def progress(done: int, total: int | None) -> None:
@@ -217,6 +208,15 @@ class FileStep:
         try:
             await comm.upload(local, destination, on_progress=progress)
         except CommunicatorError as exc:
+            # Only a failed upload pays for the check (a command round trip) that names AIB's rule.
+            parent = PurePosixPath(destination).parent
+            quoted = shlex.quote(str(parent))
+            if linux and (await comm.run(f"test -d {quoted} && test -w {quoted}")).exit_code != 0:
+                raise StepError(
+                    step.name,
+                    f"the destination directory {parent} does not exist or is not writable by the build "
+                    "user (AIB rule: upload to an existing directory such as /tmp, then move it with sudo)",
+                ) from exc
             raise StepError(step.name, f"upload to {destination} failed: {exc}", log_tail=step.tail) from exc
         step.log(f"uploaded {spec.source_uri} ({size} bytes) to {destination}")
 

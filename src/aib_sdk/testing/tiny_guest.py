@@ -28,7 +28,7 @@ import anyio
 
 from aib_sdk.errors import SourceError
 
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 READY_LINE = "AIB-TINY-GUEST-READY"
 SPEC: dict[str, str] = {
     "type": "PlatformImage",
@@ -62,8 +62,9 @@ if [ ! -e /etc/.aib-owned ]; then
   : > /etc/.aib-owned
 fi
 chmod 4755 /bin/busybox-suid
-trap 'kill -TERM -1; sleep 0.3; sync; reboot -f' TERM
-trap 'kill -TERM -1; sleep 0.3; sync; poweroff -f' USR1 USR2
+# poweroff/reboot signal PID 1: flush, stop everything, flush again, and go (no fixed grace period).
+trap 'sync; kill -TERM -1; sync; reboot -f' TERM
+trap 'sync; kill -TERM -1; sync; poweroff -f' USR1 USR2
 for m in $(cat /lib/modules/aib/order); do insmod /lib/modules/aib/$m.ko; done
 hostname -F /etc/hostname
 ip link set lo up
@@ -75,7 +76,10 @@ echo "nameserver 10.0.2.3" > /etc/resolv.conf
 
 BUILD_USER=""
 seed=""
-for i in 1 2 3 4 5 6 7 8 9 10; do seed=$(findfs LABEL=cidata 2>/dev/null) && break; sleep 0.2; done
+# A disk baked for static access (user, key and host keys on it: /etc/aib-static) reads no seed.
+[ -e /etc/aib-static ] || for i in 1 2 3 4 5 6 7 8 9 10; do
+  seed=$(findfs LABEL=cidata 2>/dev/null) && break; sleep 0.2
+done
 if [ -n "$seed" ] && mkdir -p /run/seed && mount -t iso9660 -o ro "$seed" /run/seed; then
   UD=/run/seed/user-data
   BUILD_USER=$(awk '/^  - name: /{print $3; exit}' $UD)
@@ -108,7 +112,8 @@ fi
 dropbear -s -w -r /etc/dropbear/dropbear_rsa_host_key -r /etc/dropbear/dropbear_ecdsa_host_key \
   -r /etc/dropbear/dropbear_ed25519_host_key -p 22
 echo "__READY__ $(cat /proc/sys/kernel/random/boot_id)"
-while :; do sleep 1; done
+# A trapped signal interrupts ``wait`` at once (a foreground ``sleep`` would delay it until the sleep ends).
+while :; do sleep 3600 & wait $!; done
 """
 
 SUDO_SHIM = r"""#!/bin/sh

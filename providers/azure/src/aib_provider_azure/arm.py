@@ -9,14 +9,16 @@ terminal. Every poll waits ``Retry-After`` (or the client's poll interval).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from aib_provider_azure.credentials import TokenProvider
 from aib_provider_azure.retry import DEFAULT_POLICY, RetryPolicy, retry_after, send_with_retry
 from aib_sdk.errors import ConflictError, DistributeError
+
+if TYPE_CHECKING:
+    import httpx
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "cancelled"})
 COMPUTE_API = "2024-03-02"

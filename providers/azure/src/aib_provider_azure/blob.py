@@ -6,15 +6,15 @@ import base64
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from aib_provider_azure.credentials import TokenProvider
 from aib_provider_azure.retry import DEFAULT_POLICY, RetryPolicy, send_with_retry
-from aib_provider_azure.settings import STORAGE_SCOPE, BlobRef, StorageAccount
-from aib_provider_azure.sharedkey import STORAGE_VERSION, SharedKeyAuth
+from aib_provider_azure.settings import STORAGE_SCOPE, STORAGE_VERSION, BlobRef, StorageAccount
 from aib_sdk.errors import ConflictError, DistributeError
+
+if TYPE_CHECKING:
+    import httpx
 
 _MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.S)
 
@@ -56,6 +56,8 @@ class BlobService:
         ok: tuple[int, ...] = (200, 201, 202),
     ) -> httpx.Response:
         """Send one signed request with retries; raise :func:`storage_error` unless the status is in ``ok``."""
+        from aib_provider_azure.sharedkey import SharedKeyAuth  # an httpx.Auth: imported with the first request
+
         auth: httpx.Auth | None = SharedKeyAuth(account.name, account.key) if account.key else None
         self.calls[what] = self.calls.get(what, 0) + 1
 

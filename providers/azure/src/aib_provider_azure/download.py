@@ -6,17 +6,20 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from aib_provider_azure.blob import storage_error
 from aib_provider_azure.groups import first_error
 from aib_provider_azure.ranges import CHUNK, is_zero
 from aib_provider_azure.retry import send_with_retry
-from aib_provider_azure.sharedkey import STORAGE_VERSION
+from aib_provider_azure.settings import STORAGE_VERSION
 from aib_sdk.errors import DistributeError
 from aib_sdk.protocols import ProgressHandler
+
+if TYPE_CHECKING:
+    import httpx
 
 _RANGE = re.compile(r"<PageRange><Start>(\d+)</Start><End>(\d+)</End></PageRange>")
 

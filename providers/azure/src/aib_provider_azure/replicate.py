@@ -10,7 +10,6 @@ import anyio
 
 from aib_provider_azure.blob import BlobService
 from aib_provider_azure.settings import AzureSettings, BlobRef
-from aib_provider_azure.sharedkey import blob_sas
 from aib_provider_azure.upload import COMPLETE, discard
 from aib_sdk.errors import DistributeError
 
@@ -30,6 +29,8 @@ class Replication:
 
 def source_url(source: BlobRef) -> str:
     """The URL a Copy Blob reads from: with a short read-only SAS when the source account has a key."""
+    from aib_provider_azure.sharedkey import blob_sas
+
     if source.account.key is None:
         return source.url
     sas = blob_sas(source.account.name, source.account.key, source.container, source.name)

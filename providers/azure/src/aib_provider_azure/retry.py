@@ -7,11 +7,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from aib_sdk.errors import DistributeError
+
+if TYPE_CHECKING:
+    import httpx
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -63,6 +66,8 @@ async def send_with_retry(
 
     Raises :class:`DistributeError` when the transport keeps failing; HTTP errors are returned for the caller.
     """
+    import httpx  # imported on first request: registering the provider does not load the HTTP stack
+
     policy = policy or DEFAULT_POLICY
     for attempt in range(policy.attempts):
         last = attempt == policy.attempts - 1

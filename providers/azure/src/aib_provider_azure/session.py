@@ -6,7 +6,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import httpx
 
 from aib_provider_azure.arm import ArmClient
 from aib_provider_azure.blob import BlobService
@@ -19,6 +18,8 @@ class AzureSession:
 
     def __init__(self, settings: AzureSettings, credential: Any = None) -> None:
         self.settings = settings
+        import httpx  # imported when a session opens: registering the provider does not load it
+
         self.tokens = TokenProvider(credential)
         limit = max(16, settings.upload_concurrency * 2)
         self.http = httpx.AsyncClient(

@@ -34,6 +34,8 @@ from aib_sdk.trust import EndpointRefused, allowed_endpoints, check_endpoint, is
 PUBLIC_ARM_ENDPOINT = "https://management.azure.com"
 PUBLIC_ARM_SCOPE = "https://management.azure.com/.default"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
+STORAGE_VERSION = "2021-08-06"
+"""The Blob service REST version every request names (``x-ms-version``)."""
 _ACCOUNT_HOST = re.compile(r"^(?P<account>[a-z0-9]{3,24})\.blob\.[a-z0-9.-]+$", re.I)
 _CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$|^\$root$")
 

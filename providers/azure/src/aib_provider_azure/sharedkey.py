@@ -12,7 +12,10 @@ from urllib.parse import parse_qsl, quote, urlparse
 
 import httpx
 
-STORAGE_VERSION = "2021-08-06"
+from aib_provider_azure.settings import STORAGE_VERSION
+
+__all__ = ["STORAGE_VERSION", "SharedKeyAuth", "blob_sas", "string_to_sign"]
+
 _SIGNED_HEADERS = (
     "content-encoding",
     "content-language",

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from aib_provider_qemu.url_source import DiskImageSource, UrlDiskSource
+from aib_provider_qemu.specs import DiskImageSource
+from aib_provider_qemu.url_source import UrlDiskSource
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext

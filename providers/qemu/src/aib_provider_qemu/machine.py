@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import codecs
+import importlib
 import os
 import shlex
 import shutil
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,8 @@ from aib_sdk.errors import BuildHostError, CommunicatorError
 from aib_sdk.events import LogLine
 
 SERIAL_TAIL = 40
-DEFAULT_POWEROFF = "sudo poweroff"
+DEFAULT_POWEROFF = "sync; sudo poweroff"
+"""Flush the guest's disks first (no root needed), then the image's own clean power-off."""
 
 
 @dataclass
@@ -100,6 +103,8 @@ class QemuMachine:
         if isinstance(self.communicator, WinRMCommunicator):
             await self._wait_winrm(self.communicator, timeout)
             return
+        # Load the SSH stack in a worker thread while the guest boots (it is not needed before).
+        await anyio.to_thread.run_sync(importlib.import_module, "asyncssh")
         with anyio.move_on_after(timeout):
             if self.image.attributes.get("ready_line"):
                 while not self.ready.is_set():
@@ -109,6 +114,10 @@ class QemuMachine:
             attempt = 0
             while True:
                 self._check_running()
+                # Cheap banner probes every 0.1 s until sshd answers, then a real login (the handshake may be
+                # slow under TCG): no connection attempt hangs on a port the guest does not serve yet.
+                if not await self.communicator.wait_answering(1.0):
+                    continue
                 attempt += 1
                 try:
                     await self.communicator.connect(timeout=min(5.0 + 2.0 * attempt, 20.0))
@@ -116,7 +125,7 @@ class QemuMachine:
                 except HostKeyMismatch as exc:
                     raise BuildHostError(f"{exc}{self.tail_text()}") from exc
                 except CommunicatorError:
-                    await anyio.sleep(0.5)
+                    await anyio.sleep(0.25)
         raise BuildHostError(f"the build VM did not become reachable over SSH within {timeout:.0f}s{self.tail_text()}")
 
     async def _wait_winrm(self, comm: WinRMCommunicator, timeout: float) -> None:
@@ -136,21 +145,41 @@ class QemuMachine:
     # Machine protocol ---------------------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        """Power off from inside (``sudo poweroff``; Windows: ``shutdown /s``), then ACPI via QMP, then kill."""
+        """Power off from inside (``sync; sudo poweroff``; Windows: ``shutdown /s``), then ACPI via QMP, then kill.
+
+        Each stage's duration is logged (source ``qemu``), so a slow shutdown shows where the time went.
+        """
         default = windows.DEFAULT_POWEROFF if self.image.os_type == "Windows" else DEFAULT_POWEROFF
         command = self.image.attributes.get("poweroff_command", default)
         if self.alive():
+            started = time.monotonic()
             try:
                 await self.communicator.run(command, timeout=30)
             except CommunicatorError as exc:
                 self.ctx.log("qemu", f"poweroff command did not complete: {exc}", "info")
             await self.communicator.aclose()
-            if not await process.wait_exit(self.pid or 0, self.settings.shutdown_timeout):
-                self.ctx.log("qemu", "guest still running; sending ACPI power-off over QMP", "info")
+            asked = time.monotonic()
+            if await process.wait_exit(self.pid or 0, self.settings.shutdown_timeout):
+                self._log_stage(f"powered off by {command!r}", started, asked)
+            else:
+                self._log_stage(f"still running after {command!r}; ACPI power-off over QMP", started, asked)
+                started = time.monotonic()
                 await process.qmp_command(self.qmp_socket, "system_powerdown")
-                if not await process.wait_exit(self.pid or 0, 30):
+                if await process.wait_exit(self.pid or 0, 30):
+                    self._log_stage("powered off by ACPI (QMP system_powerdown)", started, started)
+                else:
+                    self._log_stage("still running after ACPI power-off; stopping QEMU", started, started)
+                    started = time.monotonic()
                     await self.kill("the guest did not power off")
+                    self._log_stage("QEMU stopped (QMP quit)", started, started)
         self.stopped = True
+
+    def _log_stage(self, what: str, started: float, command_done: float) -> None:
+        now = time.monotonic()
+        detail = ""
+        if command_done > started:
+            detail = f"command {command_done - started:.2f} s, then QEMU exit {now - command_done:.2f} s, "
+        self.ctx.log("qemu", f"{what} ({detail}{now - started:.2f} s in all)", "info")
 
     async def kill(self, reason: str) -> None:
         """Stop QEMU: QMP ``quit``, then SIGTERM, then SIGKILL (with a warning)."""

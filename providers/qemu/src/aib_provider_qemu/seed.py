@@ -15,11 +15,13 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import asyncssh
+
+if TYPE_CHECKING:
+    import asyncssh
 
 HOST_KEY_TYPES: dict[str, str] = {"ed25519": "ssh-ed25519", "rsa": "ssh-rsa", "ecdsa": "ecdsa-sha2-nistp256"}
 
@@ -41,6 +43,8 @@ class BuildKeys:
 
 
 def _generate() -> BuildKeys:
+    import asyncssh  # imported on first use: registering the provider does not load it
+
     client = asyncssh.generate_private_key("ssh-ed25519", comment="aib-build")
     host = {
         name: asyncssh.generate_private_key(alg, comment=f"aib-host-{name}") for name, alg in HOST_KEY_TYPES.items()

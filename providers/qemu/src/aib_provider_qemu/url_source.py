@@ -15,50 +15,27 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal
 
 import anyio
 import anyio.to_thread
-import httpx
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel
 
+from aib_provider_qemu.specs import DiskImageSource as DiskImageSource  # re-exported: its former home
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskFormat, DiskImage
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import ChecksumError, FetchError, SourceError, UsageError
 from aib_sdk.fetch import RETRY_STATUS, apply_uri_map, redact_uri
-from aib_sdk.models.specs import AibModel
 from aib_sdk.routing import local_file_path, uri_scheme
+
+if TYPE_CHECKING:
+    import httpx  # imported on first download: registering the source does not load it
 
 PROVIDER = "qemu"
 CHUNK = 1 << 20
 MAX_ATTEMPTS = 6
-_SHA256_HEX = frozenset("0123456789abcdef")
-
-
-class DiskImageSource(AibModel):
-    """``{"type": "DiskImage", "uri": "file:///…|https://…", "format", "sha256Checksum", …}``."""
-
-    type: Literal["DiskImage"]
-    uri: str
-    format: Literal["qcow2", "raw", "vpc", "vmdk"] | None = None
-    sha256_checksum: str = ""
-    os_type: Literal["Linux", "Windows"] = "Linux"
-    hyper_v_generation: Literal["V1", "V2"] = "V1"
-    kernel: str | None = None
-    initrd: str | None = None
-    kernel_args: str | None = None
-    disk_interface: Literal["virtio", "nvme", "scsi", "ide"] = "virtio"
-    access: Literal["cloud-init", "static"] | None = None
-
-    @field_validator("sha256_checksum")
-    @classmethod
-    def _hex_digest(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value and (len(value) != 64 or not set(value) <= _SHA256_HEX):
-            raise ValueError("sha256Checksum must be 64 hexadecimal digits")
-        return value
 
 
 # Local files ---------------------------------------------------------------------------------------------------
@@ -241,6 +218,8 @@ def _rehash(path: Path) -> Any:
 
 
 def _client(config: Config) -> httpx.AsyncClient:
+    import httpx
+
     ca_bundle = config.get(PROVIDER, "ca_bundle")
     verify: Any = str(Path(ca_bundle).expanduser()) if ca_bundle else True
     return httpx.AsyncClient(
@@ -251,9 +230,6 @@ def _client(config: Config) -> httpx.AsyncClient:
     )
 
 
-_RETRYABLE = (httpx.TransportError, _TransientHttpError)
-
-
 async def download_image(url: str, sha256: str, ctx: RunContext, *, label: str | None = None) -> Path:
     """Download ``url`` into ``<cache>/images/<sha256>`` (resuming, verified); return the cached path.
 
@@ -262,6 +238,8 @@ async def download_image(url: str, sha256: str, ctx: RunContext, *, label: str |
     """
     images = anyio.Path(ctx.cache_dir / "images")
     await images.mkdir(parents=True, exist_ok=True)
+    import httpx
+
     shown = redact_uri(url)
     name = label or PurePosixPath(httpx.URL(url).path).name or "image"
     if sha256:
@@ -281,6 +259,8 @@ async def download_image(url: str, sha256: str, ctx: RunContext, *, label: str |
 
 
 async def _download(url: str, sha256: str, part: Path, ctx: RunContext, name: str, shown: str) -> Path:
+    import httpx
+
     images = anyio.Path(part.parent)
     job = _Download(url, part, ctx, name)
     await job.prime()
@@ -290,7 +270,7 @@ async def _download(url: str, sha256: str, part: Path, ctx: RunContext, name: st
                 if await job.attempt(client):
                     break
                 reason = f"connection closed at byte {job.done} of {job.total}"
-            except _RETRYABLE as exc:
+            except (httpx.TransportError, _TransientHttpError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except httpx.HTTPError as exc:
                 raise FetchError(f"GET {shown}: {exc}") from exc
@@ -348,7 +328,9 @@ class UrlDiskSource:
             path = local_path(uri, base)
             if not await anyio.Path(path).is_file():
                 raise SourceError(f"source disk not found: {path}")
-            digest = await disks.sha256_file(path, lambda done, total: ctx.progress("verify", path.name, done, total))
+            digest = await disks.cached_sha256(
+                path, ctx.cache_dir, lambda done, total: ctx.progress("verify", path.name, done, total)
+            )
             if spec.sha256_checksum and digest != spec.sha256_checksum:
                 raise ChecksumError(uri, spec.sha256_checksum, digest)
         else:

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import aiofiles
 import anyio
 
 from aib_sdk.artifacts import CommandResult, OsType
@@ -276,6 +275,8 @@ class WinRMCommunicator:
 
     async def upload(self, local: Path, remote: str, *, on_progress: ProgressHandler | None = None) -> None:
         """Stream ``local`` to ``remote`` in envelope-sized chunks over parallel shells; verify sha256 on the guest."""
+        import aiofiles  # it imports asyncio: loaded by the first transfer, not when the class registers
+
         remote = _remote(remote)
         total = (await anyio.Path(local).stat()).st_size
         digest = await sha256_file(local)
@@ -339,6 +340,8 @@ class WinRMCommunicator:
     async def upload_naive(self, local: Path, remote: str) -> None:
         """The one-chunk-per-command upload of Packer's winrmcp (``echo <base64> >> file`` in one shell): a
         baseline for the benchmark."""
+        import aiofiles  # it imports asyncio: loaded by the first transfer, not when the class registers
+
         remote = _remote(remote)
         tmp = f"{remote}.aib-b64"
         session = self._session()
@@ -374,6 +377,8 @@ class WinRMCommunicator:
 
     async def download(self, remote: str, local: Path) -> None:
         """Copy a guest file to ``local`` (base64 over stdout)."""
+        import aiofiles  # it imports asyncio: loaded by the first transfer, not when the class registers
+
         remote = _remote(remote)
         result = await self.run_powershell(scripts.download_script(remote))
         if result.exit_code != 0:

@@ -3,6 +3,7 @@
 NTLM authenticates a TCP connection, so a session owns an httpx client limited to one keep-alive connection and
 sends one request at a time. When the server answers 401 to a request on an established session (the connection
 was replaced), the session authenticates again and resends once. Credentials are never logged or put in errors.
+httpx is imported when the first client is made, so the communicator class registers without it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import httpx
 
 from aib_sdk.communicators.winrm import encryption
-from aib_sdk.communicators.winrm.tls import transport
 from aib_sdk.errors import CommunicatorError
+
+if TYPE_CHECKING:
+    import httpx
 
 AuthKind = Literal["ntlm", "basic"]
 
@@ -28,6 +30,10 @@ class AuthenticationError(CommunicatorError):
 
 class ConnectionLost(CommunicatorError):
     """The connection broke (refused, reset, or timed out) — for example because the guest rebooted."""
+
+
+class CertificatePinError(CommunicatorError):
+    """The server's certificate does not match the pinned thumbprint."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,10 @@ class Session:
         self._lock = anyio.Lock()
 
     def _new_client(self) -> httpx.AsyncClient:
+        import httpx
+
+        from aib_sdk.communicators.winrm.tls import transport
+
         ep = self.endpoint
         return httpx.AsyncClient(
             transport=transport(scheme=ep.scheme, ca_bundle=ep.ca_bundle, thumbprint=ep.cert_thumbprint),
@@ -85,6 +95,8 @@ class Session:
                 await client.aclose()
 
     async def _send(self, content: bytes, headers: dict[str, str]) -> httpx.Response:
+        import httpx
+
         if self._client is None:
             self._client = self._new_client()
         try:

@@ -16,11 +16,10 @@ from typing import Any
 import httpcore
 import httpx
 
+from aib_sdk.communicators.winrm.session import CertificatePinError
 from aib_sdk.errors import CommunicatorError
 
-
-class CertificatePinError(CommunicatorError):
-    """The server's certificate does not match the pinned thumbprint."""
+__all__ = ["CertificatePinError", "normalize_thumbprint", "ssl_context", "transport"]
 
 
 def normalize_thumbprint(value: str) -> str:

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from aib_sdk.errors import SourceError
+
+if TYPE_CHECKING:
+    import httpx
 
 APT_DIR = Path("/etc/apt")
 _SCHEMES = ("http://", "https://", "ftp://", "file:/")
@@ -159,6 +162,8 @@ def version_matches(requested: str, exact: str) -> bool:
 
 async def fetch_release(mirror: str, suite: str, client: httpx.AsyncClient | None = None) -> str:
     """The text of ``<mirror>/dists/<suite>/Release``."""
+    import httpx  # imported on first use: registering the provider does not load it
+
     url = f"{mirror}/dists/{suite}/Release"
     if mirror.startswith("file:"):
         path = Path(httpx.URL(url).path)
