@@ -296,7 +296,10 @@ def test_toml_block(block: Block, tmp_path: Path) -> None:
 
 
 def aib_commands(block: Block) -> list[list[str]]:
-    """The ``aib ...`` commands of a block: continuation lines joined, ``$`` prompts, env and comments removed."""
+    """The ``aib ...`` commands of a block: continuation lines joined, ``$`` prompts, env and comments removed.
+
+    A one-word optional flag in brackets (``aib gc [--dry-run]``) is checked as that flag.
+    """
     text = re.sub(r"\\\n\s*", " ", block.text)
     commands = []
     for line in text.splitlines():
@@ -314,7 +317,8 @@ def aib_commands(block: Block) -> list[list[str]]:
                 words.pop(0)
             if words and words[0] == "aib":
                 end = next((i for i, w in enumerate(words) if w.startswith(">")), len(words))  # a redirection
-                commands.append(words[1:end])
+                # ``[--flag]``: an optional flag shown in brackets is checked as the flag itself
+                commands.append([re.sub(r"^\[(--[^\[\]]+)\]$", r"\1", w) for w in words[1:end]])
     return commands
 
 
