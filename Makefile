@@ -8,7 +8,7 @@ EXAMPLE_PROVIDERS := $(sort $(dir $(wildcard examples/*/pyproject.toml)))
 STAMP := $(VENV)/.setup-stamp
 SYSTEM_STAMP := .venv/.system-stamp
 
-.PHONY: setup system-deps demo test test-fast bench lint clean
+.PHONY: setup system-deps demo test test-fast bench lint docs clean
 
 $(SYSTEM_STAMP): ci/apt-packages.txt $(wildcard providers/*/apt-packages*.txt) $(wildcard providers/*/npm-packages.txt)
 	bash ci/install-system-deps
@@ -19,7 +19,7 @@ system-deps: $(SYSTEM_STAMP)
 $(STAMP): pyproject.toml $(wildcard providers/*/pyproject.toml) $(wildcard examples/*/pyproject.toml) $(SYSTEM_STAMP)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' $(foreach p,$(PROVIDERS),-e '$(p:/=)[test]') $(foreach p,$(EXAMPLE_PROVIDERS),-e '$(p:/=)')
+	$(BIN)/python -m pip install -q -e '.[dev,docs]' $(foreach p,$(PROVIDERS),-e '$(p:/=)[test]') $(foreach p,$(EXAMPLE_PROVIDERS),-e '$(p:/=)')
 	touch $@
 
 setup: $(STAMP)
@@ -36,10 +36,13 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
+docs: setup  # the site (API reference from docstrings) into site/, warnings as errors
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: setup
 	$(BIN)/ruff check src providers tests benchmarks examples
 	$(BIN)/ruff format --check src providers tests benchmarks examples
 	MYPYPATH=$$(ls -d src providers/*/src | paste -sd:) $(BIN)/mypy -p aib_sdk $(foreach p,$(PROVIDERS),-p $(notdir $(wildcard $(p)src/aib_provider_*)))
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache site
