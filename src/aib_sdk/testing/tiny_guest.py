@@ -28,7 +28,7 @@ import anyio
 
 from aib_sdk.errors import SourceError
 
-BUILDER_VERSION = "5"
+BUILDER_VERSION = "6"
 READY_LINE = "AIB-TINY-GUEST-READY"
 SPEC: dict[str, str] = {
     "type": "PlatformImage",
@@ -62,9 +62,19 @@ if [ ! -e /etc/.aib-owned ]; then
   : > /etc/.aib-owned
 fi
 chmod 4755 /bin/busybox-suid
-# poweroff/reboot signal PID 1: flush, stop everything, flush again, and go (no fixed grace period).
-trap 'sync; kill -TERM -1; sync; reboot -f' TERM
-trap 'sync; kill -TERM -1; sync; poweroff -f' USR1 USR2
+# poweroff/reboot signal PID 1: flush, ask everything to stop, wait only until it has (at most 3 s: a step's
+# wrapper records an orderly shutdown on SIGTERM), flush again, and go (no fixed grace period).
+settle() {
+  n=0
+  while [ $n -lt 30 ]; do
+    busy=""
+    for d in /proc/[0-9]*; do [ "${d#/proc/}" != 1 ] && [ -e $d/exe ] && busy=1 && break; done
+    [ -z "$busy" ] && return
+    usleep 100000; n=$((n+1))
+  done
+}
+trap 'sync; kill -TERM -1; settle; sync; reboot -f' TERM
+trap 'sync; kill -TERM -1; settle; sync; poweroff -f' USR1 USR2
 for m in $(cat /lib/modules/aib/order); do insmod /lib/modules/aib/$m.ko; done
 hostname -F /etc/hostname
 ip link set lo up
