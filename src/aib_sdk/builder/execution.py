@@ -224,7 +224,7 @@ class Execution:
             self.activity = f"starting the validation VM on {plan.host.name}"
             await self._on_machine(image, vm, self._validate_source)
             return
-        self.activity = "looking up cached layers"
+        self.activity = "fetching the steps' inputs, looking up cached layers"
         self.cache = cache = await self._open_cache(image, vm)
         try:
             self.activity = f"starting the build VM on {plan.host.name}"
