@@ -76,8 +76,14 @@ def staging_directory(config: Config, template_name: str, digest: str) -> Path:
     return config.home / "staging" / f"{safe_template_name(template_name)}-{sha8}"
 
 
-async def create_staging(config: Config, template_name: str, digest: str, run_id: str) -> Staging:
-    """Create the staging directory of a template and the directories of one run in it."""
+async def create_staging(
+    config: Config, template_name: str, digest: str, run_id: str, *, attempt: bool = False
+) -> Staging:
+    """Create the staging directory of a template and the directories of one run in it.
+
+    The run's directory is created exclusively (a run id is never shared), except for a further ``attempt`` of a
+    run whose id the caller chose (a remote engine retrying the same run), which continues in it.
+    """
     from aib_sdk.context import Staging
 
     staging = Staging(staging_directory(config, template_name, digest), run_id)
@@ -86,8 +92,8 @@ async def create_staging(config: Config, template_name: str, digest: str, run_id
         ensure_private_home(config.home)
         make_private_dir(staging.inputs)
         make_private_dir(staging.run_directory.parent)
-        staging.run_directory.mkdir(mode=0o700)  # exclusive: a run id is never shared (FileExistsError)
-        staging.work.mkdir(mode=0o700)
+        staging.run_directory.mkdir(mode=0o700, exist_ok=attempt)  # exclusive unless a further attempt
+        staging.work.mkdir(mode=0o700, exist_ok=attempt)
 
     await anyio.to_thread.run_sync(make)
     return staging

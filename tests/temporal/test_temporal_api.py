@@ -36,7 +36,7 @@ def test_submit_events_result_and_cancel(temporal_server: str, tmp_path: Path) -
     states = {row["runId"]: row["runState"] for row in report["runs"]}
     assert states[ok["runId"]] == "Succeeded" and states[canceled["result"]["runId"]] == "Canceled"
     handed = report["handed_back"]
-    assert handed["result"]["lastRunStatus"]["runState"] == "Succeeded"
+    assert handed["result"]["lastRunStatus"]["runState"] == "Succeeded", handed["result"]["lastRunStatus"]
     assert [(a["attempt"], a["worker"]) for a in handed["attempts"]] == [(1, "a"), (2, "b")]
 
 

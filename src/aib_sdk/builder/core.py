@@ -161,10 +161,10 @@ class Builder:
 async def _new_staging(plan: Plan, run_id: str | None = None) -> Staging:
     """The staging directories of a new run, under a run id no other run has (retried on a collision).
 
-    A run id the caller chose (a remote engine's) is used as it is.
+    A run id the caller chose (a remote engine's) is used as it is; a retry of that run continues in its directory.
     """
     if run_id:
-        return await create_staging(plan.config, plan.name, plan.digest, run_id)
+        return await create_staging(plan.config, plan.name, plan.digest, run_id, attempt=True)
     for _attempt in range(9):
         try:
             return await create_staging(plan.config, plan.name, plan.digest, new_run_id())
