@@ -8,6 +8,7 @@ seed's build user with sudo; sku ``12-gen2`` (GPT, an ESP made with mtools) is b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -19,6 +20,7 @@ import anyio
 import pytest
 
 from aib_provider_qemu.debian import DebianPlatformSource
+from aib_provider_qemu.debian.agent import READY_LINE
 from aib_provider_qemu.debian.disk import GRUB_LIB
 from aib_sdk.config import Config
 from aib_sdk.errors import SourceError
@@ -107,17 +109,45 @@ async def test_bootstrap_builds_a_bios_grub_disk_and_caches_it(tmp_path: Path, c
 async def test_the_debian_image_boots_to_ssh_with_sudo(tmp_path: Path, cache: Path) -> None:
     from aib_provider_qemu.host import QemuBuildHost
 
-    ctx = _ctx(tmp_path, cache, EventRecorder())
+    events = EventRecorder()
+    ctx = _ctx(tmp_path, cache, events)
     image = await DebianPlatformSource().resolve(PlatformImageSource.model_validate(SPEC), ctx)
     async with QemuBuildHost().start(image, VmRequest(vm_size="Standard_D2s_v3"), ctx) as machine:
         result = await machine.communicator.run(
-            "id -un; sudo -n id -u; test -x /usr/bin/cloud-init && echo cloud-init; cat /etc/debian_version",
+            "id -un; sudo -n id -u; test -x /usr/bin/cloud-init && echo cloud-init; "
+            "test -e /run/aib-agent/active && echo agent; test -e /var/lib/cloud && echo cloud-init-ran; "
+            "cat /etc/debian_version",
             timeout=120,
         )
         assert result.exit_code == 0, result.stderr
         lines = result.stdout.split()
         assert lines[1] == "0" and "cloud-init" in lines and lines[-1].startswith("12.")
         assert lines[0] != "root"
+        # The build boot was provisioned by the image's agent: cloud-init did not run and left no state behind.
+        assert "agent" in lines and "cloud-init-ran" not in lines
+        await machine.shutdown()
+    assert any(READY_LINE in e.line for e in events.of_kind(LogLine) if e.source == "serial")
+
+
+async def test_without_the_aib_marker_cloud_init_provisions_the_boot(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The published image's real first boot: a seed without the marker, so the agent does nothing."""
+    from aib_provider_qemu import seed
+    from aib_provider_qemu.host import QemuBuildHost
+
+    monkeypatch.setattr(seed, "AGENT_MARKER", "not-aib")
+    ctx = _ctx(tmp_path, cache, EventRecorder())
+    image = await DebianPlatformSource().resolve(PlatformImageSource.model_validate(SPEC), ctx)
+    attributes = {k: v for k, v in image.attributes.items() if k != "ready_line"}
+    image = dataclasses.replace(image, attributes=attributes)
+    async with QemuBuildHost().start(image, VmRequest(vm_size="Standard_D2s_v3"), ctx) as machine:
+        result = await machine.communicator.run(
+            "sudo -n cloud-init status --wait >/dev/null; sudo -n cloud-init status; "
+            "test -e /run/aib-agent/active && echo agent-active; true",
+            timeout=300,
+        )
+        assert "status: done" in result.stdout and "agent-active" not in result.stdout, result.stdout
         await machine.shutdown()
 
 

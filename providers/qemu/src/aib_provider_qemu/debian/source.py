@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel
 
-from aib_provider_qemu.debian import disk, mirror, rootfs
+from aib_provider_qemu.debian import agent, disk, mirror, rootfs
 from aib_provider_qemu.host import OVMF_CODE, OVMF_VARS
 from aib_provider_qemu.url_source import cache_lock
 from aib_sdk import disks
@@ -32,7 +32,7 @@ from aib_sdk.context import RunContext
 from aib_sdk.errors import SourceError
 from aib_sdk.models.specs import PlatformImageSource
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 LOG_SOURCE = "debian-bootstrap"
 DISK_SIZE = 2 << 30
 
@@ -74,6 +74,7 @@ def cache_key(exact_version: str, offer: Offer) -> str:
         "packages": sorted(rootfs.PACKAGES),
         "kernel_args": rootfs.KERNEL_ARGS,
         "cloud_cfg": rootfs.CLOUD_CFG,
+        "agent": agent.digest(),
         "firmware": offer.firmware,
         "size": DISK_SIZE,
     }
@@ -246,7 +247,12 @@ class DebianPlatformSource:
             await anyio.Path(staged).mkdir()
             await disks.convert(raw, "raw", staged / "disk.qcow2", "qcow2", compression="zstd")
             digest = await disks.sha256_file(staged / "disk.qcow2")
-            attributes = {"firmware": offer.firmware, "mirror": source_mirror, "fsUuid": fs_uuid}
+            attributes = {
+                "firmware": offer.firmware,
+                "mirror": source_mirror,
+                "fsUuid": fs_uuid,
+                "ready_line": agent.READY_LINE,
+            }
             if offer.firmware == "uefi":
                 attributes |= {"ovmfCode": str(OVMF_CODE), "ovmfVars": str(OVMF_VARS)}
             meta = {
