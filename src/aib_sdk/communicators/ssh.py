@@ -39,6 +39,8 @@ PROBE_INTERVAL = 0.1
 most this much plus the SSH handshake."""
 PROBE_TIMEOUT = 3.0
 """How long one probe waits for the banner (a forwarded port may accept and then hold a connection)."""
+MAX_PROBES = 3
+"""Banner probes in flight at once (see :func:`wait_for_banner`)."""
 
 
 async def _banner(host: str, port: int, timeout: float) -> bool:
@@ -60,18 +62,27 @@ async def wait_for_banner(host: str, port: int, timeout: float, *, interval: flo
 
     A probe starts every ``interval`` seconds and they overlap, so a probe stuck on a connection the guest never
     takes (QEMU's user-mode forward accepts before the guest listens) delays nothing: the first login can follow
-    the server's start by ``interval`` plus one round trip.
+    the server's start by ``interval`` plus one round trip. At most :data:`MAX_PROBES` are in flight: every
+    connection a guest's OpenSSH takes costs it a fork and re-exec (seconds under TCG), and unbounded probes at
+    10 a second pile up faster than it answers, so it never gets to answer.
     """
     found = anyio.Event()
+    in_flight = 0
 
     async def probe() -> None:
-        if await _banner(host, port, PROBE_TIMEOUT):
-            found.set()
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            if await _banner(host, port, PROBE_TIMEOUT):
+                found.set()
+        finally:
+            in_flight -= 1
 
     with anyio.move_on_after(timeout):
         async with anyio.create_task_group() as tg:
             while not found.is_set():
-                tg.start_soon(probe)
+                if in_flight < MAX_PROBES:
+                    tg.start_soon(probe)
                 with anyio.move_on_after(interval):
                     await found.wait()
             tg.cancel_scope.cancel()

@@ -115,8 +115,9 @@ class QemuMachine:
             while True:
                 self._check_running()
                 # Cheap banner probes every 0.1 s until sshd answers, then a real login (the handshake may be
-                # slow under TCG): no connection attempt hangs on a port the guest does not serve yet.
-                if not await self.communicator.wait_answering(1.0):
+                # slow under TCG): no connection attempt hangs on a port the guest does not serve yet. An image
+                # that printed its ready line serves SSH already: log in at once (no probe load on its sshd).
+                if not self.ready.is_set() and not await self.communicator.wait_answering(1.0):
                     continue
                 attempt += 1
                 try:
