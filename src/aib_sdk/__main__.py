@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from aib_sdk.cli import console
 
-from aib_sdk.cli import main
-
-sys.exit(main())
+console()

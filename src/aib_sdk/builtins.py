@@ -12,6 +12,7 @@ from aib_sdk.plugins import hookimpl
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from aib_sdk.journal import Releaser
     from aib_sdk.plugins.registry import SpecKind
     from aib_sdk.protocols import Communicator, Customizer, Distributor
 
@@ -47,3 +48,10 @@ def aib_register_distributors() -> list[type[Distributor]]:
     from aib_sdk.distributors import DISTRIBUTORS
 
     return list(DISTRIBUTORS)
+
+
+@hookimpl
+def aib_register_releasers() -> list[tuple[str, Releaser]]:
+    from aib_sdk.journal import release_path
+
+    return [("file", release_path)]

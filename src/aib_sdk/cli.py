@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from aib_sdk.plugins.manager import PluginManager
 
 PROG = "aib"
-CORE_COMMANDS = ("validate", "build", "schema", "plugins", "runs", "show", "delete", "cache")
+CORE_COMMANDS = ("validate", "build", "schema", "plugins", "runs", "show", "delete", "cache", "gc")
 
 
 class ArgumentError(Exception):
@@ -171,6 +171,16 @@ def build_parser(plugins: PluginManager | None = None) -> Parser:
     p.add_argument("template", metavar="TEMPLATE", help="template name")
     _config_option(p)
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("gc", help="release what crashed (killed) builds left behind and mark those runs Failed")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be released")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _config_option(p)
+    p.set_defaults(func=cmd_gc)
+
+    from aib_sdk.cli_temporal import add_temporal_commands
+
+    add_temporal_commands(sub)
 
     from aib_sdk.cli_cache import add_cache_parser
 
@@ -373,6 +383,20 @@ async def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_gc(args: argparse.Namespace) -> int:
+    from aib_sdk.gc import collect_garbage
+
+    runs = await collect_garbage(config_of(args), plugins_of(args), dry_run=args.dry_run)
+    if args.json:
+        out(json.dumps([r.to_json() for r in runs], indent=2))
+    elif not runs:
+        err("nothing to collect: no run was left behind by a dead builder")
+    for run in runs if not args.json else []:
+        for line in run.lines():
+            out(line)
+    return 0 if all(r.ok for r in runs) else 2
+
+
 # Entry point ---------------------------------------------------------------------------------------------------
 
 
@@ -468,3 +492,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             import gc
 
             gc.freeze()
+
+
+def console() -> NoReturn:
+    """The ``aib`` console script: :func:`main`, then exit. After a Temporal command the process ends with
+    ``os._exit`` once stdout/stderr are flushed: temporalio's native threads can abort interpreter shutdown
+    (temporalio/sdk-python#300)."""
+    code = main()
+    if "temporalio" in sys.modules:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)

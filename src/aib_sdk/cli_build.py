@@ -133,6 +133,15 @@ async def _watch_signals(builder: Any, scope: anyio.CancelScope) -> None:
         receiver.__exit__(None, None, None)
 
 
+async def _collect_dead_runs(config: Config, plugins: PluginManager) -> None:
+    """Before building: release what builds killed earlier left behind (``aib gc``, bounded), saying so."""
+    from aib_sdk.gc import quick_gc
+
+    for run in await quick_gc(config, plugins):
+        for line in run.lines():
+            err(f"aib: gc: {line}")
+
+
 async def run_build(args: argparse.Namespace, plugins: PluginManager, config: Config) -> int:
     """Run ``aib build``; return its exit code."""
     template = Path(args.file).expanduser()
@@ -140,6 +149,7 @@ async def run_build(args: argparse.Namespace, plugins: PluginManager, config: Co
         raise UsageError(f"template file not found: {args.file}")
     if not await anyio.Path(template).is_file():
         raise UsageError(f"cannot read {args.file}: not a regular file (a template is a JSON file)")
+    await _collect_dead_runs(config, plugins)
     options = await make_options(args, plugins, config)
     display = make_display(sys.stderr, args.progress)
     options.on_event = display

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aib_sdk.config import Config
 from aib_sdk.events import EventSink, LogLine, Progress, StepPhase, Warning
+from aib_sdk.journal import Journal
 from aib_sdk.options import BuildOptions
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class RunContext:
     emit: EventSink
     fetcher: Fetcher
     plugins: PluginManager
+    journal: Journal = field(default_factory=Journal.disabled)
+    """The run's resource journal (:mod:`aib_sdk.journal`): journal a resource before creating it."""
 
     @property
     def cache_dir(self) -> Path:

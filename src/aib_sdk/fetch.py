@@ -90,6 +90,7 @@ class UriFetcher:
         timeout: float = 60.0,
         verify: ssl.SSLContext | str | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        scratch: Path | None = None,
         context: Path | None = None,
     ) -> None:
         if verify is False:
@@ -103,6 +104,9 @@ class UriFetcher:
         self.timeout = timeout
         self.verify = verify
         self.transport = transport
+        self.scratch = scratch
+        """Where downloads in progress go (the run's ``work/``, which aib gc removes after a crash), else
+        ``inputs``; it must be on the same filesystem as ``inputs``."""
         self.context = context
         """The build context (:mod:`aib_sdk.trust`): unmapped local paths must lie under it."""
 
@@ -139,7 +143,7 @@ class UriFetcher:
         return final
 
     def _tmp_path(self) -> Path:
-        return self.inputs / f".partial-{secrets.token_hex(8)}"
+        return (self.scratch or self.inputs) / f".partial-{secrets.token_hex(8)}"
 
     def _local_path(self, uri: str) -> Path:
         if urlparse(uri).scheme.lower() == "file":

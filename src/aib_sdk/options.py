@@ -61,3 +61,5 @@ class BuildOptions:
     context: Path | None = None
     """The build context: local files a template names must lie under it (``--context``; default: the template's
     folder, else ``base_directory``; with neither, a template given as a dict is not confined)."""
+    run_id: str | None = None
+    """The run id to use instead of a fresh one (a remote engine names the run before it starts)."""

@@ -7,6 +7,7 @@ Layout::
         inputs/<sha256>/<name>                      fetched scripts and files, by content digest
         runs/<runId>/customization.log              the run's log (see :mod:`aib_sdk.eventlog`)
         runs/<runId>/run.json                       the run record (BuildResult JSON + details)
+        runs/<runId>/journal.jsonl                  its resource journal (see :mod:`aib_sdk.journal`)
         runs/<runId>/work/                          intermediate disks; removed when the run ends
 
 ``runId`` = UTC ``YYYYMMDDTHHMMSSZ`` + ``-`` + 6 hex, so run ids sort by start time.
@@ -17,6 +18,7 @@ API (all filesystem work runs in worker threads):
 - ``safe_template_name(name: str) -> str`` — a name usable as a directory name (refuses traversal)
 - ``staging_directory(config: Config, template_name: str, digest: str) -> Path``
 - ``async create_staging(config, template_name, digest, run_id) -> Staging`` — makes inputs/, runs/<id>/, work/
+  (the run directory exclusively: :class:`FileExistsError` if that run id is taken)
 - ``async write_record(staging: Staging, record: Mapping[str, Any]) -> None`` — atomic write of run.json
 - ``async write_template(staging: Staging, properties: Mapping[str, Any]) -> None`` — ``template.json``, once
 - ``async remove_work(staging: Staging) -> None``
@@ -42,6 +44,7 @@ import anyio
 
 from aib_sdk.config import Config
 from aib_sdk.errors import UsageError
+from aib_sdk.journal import JOURNAL_NAME, read_journal
 from aib_sdk.private_files import ensure_private_home, make_private_dir, write_private
 from aib_sdk.redaction import redact
 
@@ -81,8 +84,10 @@ async def create_staging(config: Config, template_name: str, digest: str, run_id
 
     def make() -> None:
         ensure_private_home(config.home)
-        for path in (staging.inputs, staging.run_directory, staging.work):
-            make_private_dir(path)
+        make_private_dir(staging.inputs)
+        make_private_dir(staging.run_directory.parent)
+        staging.run_directory.mkdir(mode=0o700)  # exclusive: a run id is never shared (FileExistsError)
+        staging.work.mkdir(mode=0o700)
 
     await anyio.to_thread.run_sync(make)
     return staging
@@ -144,6 +149,9 @@ class RunRecord:
     staging_directory: Path
     run_directory: Path
     data: dict[str, Any] = field(default_factory=dict)
+    inferred: dict[str, Any] = field(default_factory=dict)
+    """For a run without ``run.json``: ``runState`` from its journal (``Running`` while its builder lives,
+    ``Failed`` once it died) and ``startTime``."""
 
     @property
     def log_file(self) -> Path:
@@ -156,7 +164,7 @@ class RunRecord:
     @property
     def last_run_status(self) -> dict[str, Any]:
         status = self.data.get("lastRunStatus")
-        return dict(status) if isinstance(status, dict) else {}
+        return dict(status) if isinstance(status, dict) else dict(self.inferred)
 
     @property
     def run_state(self) -> str:
@@ -174,6 +182,15 @@ def _read_run(staging_dir: Path, run_dir: Path) -> RunRecord:
             data = loaded
     except (OSError, ValueError):
         pass
+    inferred: dict[str, Any] = {}
+    if not data and (run_dir / JOURNAL_NAME).is_file():
+        journal = read_journal(run_dir / JOURNAL_NAME)
+        if journal.owner is not None:
+            inferred = {
+                "runState": "Running" if journal.owner.alive() else "Failed",
+                "runSubState": journal.phase,
+                "startTime": journal.started or None,
+            }
     name = data.get("templateName")
     return RunRecord(
         run_id=run_dir.name,
@@ -181,6 +198,7 @@ def _read_run(staging_dir: Path, run_dir: Path) -> RunRecord:
         staging_directory=staging_dir,
         run_directory=run_dir,
         data=data,
+        inferred=inferred,
     )
 
 

@@ -14,17 +14,20 @@ and the cancellation is re-raised after cleanup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from aib_sdk.artifacts import RunOutput
 from aib_sdk.context import RunContext, Staging
 from aib_sdk.errors import UsageError
 from aib_sdk.eventlog import write_log
-from aib_sdk.events import Event, StepFinished, Warning
+from aib_sdk.events import Event, PhaseChanged, Progress, StepFinished, StepStarted, TargetStatus, Warning
 from aib_sdk.fetch import UriFetcher
+from aib_sdk.journal import Journal
 from aib_sdk.options import BuildOptions
 from aib_sdk.result import BuildResult
 from aib_sdk.staging import (
@@ -94,7 +97,12 @@ class Builder:
     async def _run(self) -> BuildResult:
         plan = self.plan = await make_plan(self.template, self.options)
         resumed = await _resumed_run(plan) if plan.options.resume else None
-        staging = self.staging = await create_staging(plan.config, plan.name, plan.digest, new_run_id())
+        staging = self.staging = await _new_staging(plan, self.options.run_id)
+        journal = await anyio.to_thread.run_sync(
+            lambda: Journal.create(staging.run_directory, run_id=staging.run_id, template_name=plan.name)
+        )
+        work_entry = await journal.acquire("file", {"path": str(staging.work)}, "the run's work directory")
+        self._hub.listen(_journal_phases(journal))
         await write_template(staging, plan.loaded.raw_properties)
         props = plan.loaded.properties
         group = resource_group_record(
@@ -115,9 +123,11 @@ class Builder:
                 emit=emit,
                 uri_map=plan.options.uri_map,
                 base_directory=plan.base_directory,
+                scratch=staging.work,
                 context=plan.context,
             ),
             plugins=plan.plugins,
+            journal=journal,
         )
         execution = self._execution = Execution(plan, ctx, emit)
         if resumed is not None:
@@ -140,9 +150,50 @@ class Builder:
                     self.result = execution.result(staging.directory)
                     if execution.kept_vm is None:
                         await remove_work(staging)
+                        await journal.release(work_entry)
                     await write_record(staging, _record(self.result, execution, steps, warnings, group))
         assert self.result is not None
         return self.result
+
+
+async def _new_staging(plan: Plan, run_id: str | None = None) -> Staging:
+    """The staging directories of a new run, under a run id no other run has (retried on a collision).
+
+    A run id the caller chose (a remote engine's) is used as it is.
+    """
+    if run_id:
+        return await create_staging(plan.config, plan.name, plan.digest, run_id)
+    for _attempt in range(9):
+        try:
+            return await create_staging(plan.config, plan.name, plan.digest, new_run_id())
+        except FileExistsError:
+            continue
+    return await create_staging(plan.config, plan.name, plan.digest, new_run_id())
+
+
+def _journal_phases(journal: Journal) -> Callable[[Event], None]:
+    """An event listener noting the run's phase and current step in its journal (what aib gc reports)."""
+    phase, activity = "Queued", ""
+
+    def note(event: Event) -> None:
+        nonlocal phase, activity
+        if isinstance(event, PhaseChanged):
+            phase, activity = event.run_sub_state, ""
+            journal.phase(phase)
+            return
+        if isinstance(event, StepStarted):
+            now = f"{event.phase} step {event.name!r}"
+        elif isinstance(event, Progress) and event.task == "convert" and phase == "Customizing":
+            now = "capturing the disk"
+        elif isinstance(event, TargetStatus) and event.state == "Running" and event.region is None:
+            now = f"distributing {event.run_output_name}"
+        else:
+            return
+        if now != activity:
+            activity = now
+            journal.phase(phase, activity)
+
+    return note
 
 
 def _note(event: Event, steps: list[dict[str, Any]], warnings: list[str]) -> None:

@@ -17,7 +17,7 @@ import codecs
 import contextlib
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -156,6 +156,8 @@ class SshCommunicator:
         self.os_type: OsType = os_type
         self.connect_timeout = connect_timeout
         self.trust_on_first_use = trust_on_first_use
+        self.machine_alive: Callable[[], bool] | None = None
+        """Set by a build host: whether the VM still runs, so waiting for a reboot ends at once when it died."""
         self._client_keys: list[Any] = [str(k) if isinstance(k, Path) else k for k in client_keys]
         # Parsed (and asyncssh imported) on first use: a build host makes the communicator before QEMU starts.
         self._host_key_lines = _key_lines(host_keys)
@@ -396,6 +398,8 @@ class SshCommunicator:
         self._drop()
         last_error: Exception | None = None
         while (left := deadline - time.monotonic()) > 0:
+            if self.machine_alive is not None and not self.machine_alive():
+                raise CommunicatorError("the build VM stopped (its process exited) instead of restarting")
             # Banner probes every 0.1 s while the guest is down, then a real login: no attempt hangs on the
             # forward of a guest that is not listening yet, and none waits a fixed second.
             if not await self.wait_answering(min(1.0, left)):

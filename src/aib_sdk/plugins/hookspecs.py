@@ -9,6 +9,7 @@ from aib_sdk.plugins import hookspec
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from aib_sdk.journal import Releaser
     from aib_sdk.plugins.registry import SpecKind
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
 
@@ -50,6 +51,16 @@ def aib_register_customizers() -> list[type[Customizer]]:
 @hookspec
 def aib_register_distributors() -> list[type[Distributor]]:
     """Distributors; several may share a ``type_name`` and are told apart by ``claims``."""
+    return []
+
+
+@hookspec
+def aib_register_releasers() -> list[tuple[str, Releaser]]:
+    """Release functions for journaled resource kinds, as ``(kind, release)`` (see :mod:`aib_sdk.journal`).
+
+    ``await release(data, config, options)`` removes one resource a dead run left behind (``data`` is what the run
+    journaled) and returns a line saying what it did; it must succeed when the resource is already gone.
+    """
     return []
 
 

@@ -189,6 +189,9 @@ class PluginManager:
                 reg.add_spec_model("distributor", dist.spec_model, plugin)
                 reg.distributors.append(dist)
                 reg.owner[dist] = plugin
+        for plugin, releasers in self._calls(hook.aib_register_releasers):
+            for kind, release in releasers:
+                reg.add_named(reg.releasers, "releaser for", release, kind, plugin)
         # ``_calls`` yields later registrations (third-party plugins) first, so they are asked before the core.
         return reg
 

@@ -11,6 +11,7 @@ from aib_sdk.errors import PluginError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from aib_sdk.journal import Releaser
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
 
 SpecKind = Literal["source", "customizer", "validator", "distributor"]
@@ -41,6 +42,8 @@ class Registry:
     customizers: dict[str, type[Customizer]] = field(default_factory=dict)
     distributors: list[type[Distributor]] = field(default_factory=list)
     owner: dict[Any, str] = field(default_factory=dict)
+    releasers: dict[str, Releaser] = field(default_factory=dict)
+    """Journaled resource kind → its release function (hook ``aib_register_releasers``)."""
 
     def add_spec_model(self, kind: SpecKind, model: type[BaseModel], plugin: str) -> None:
         name = type_name_of(model)

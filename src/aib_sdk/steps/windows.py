@@ -75,7 +75,10 @@ def _fail(step: StepContext, message: str, exit_code: int | None = None) -> Step
 
 async def _upload_text(step: StepContext, text: str, remote: str) -> None:
     """Write ``text`` (UTF-8 with BOM, as Windows PowerShell 5 wants for non-ASCII) to ``remote`` on the guest."""
-    directory = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="aib-ps-")))
+    work = step.run.staging.work  # inside the run: aib gc removes it if the builder is killed meanwhile
+    directory = Path(
+        await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="aib-ps-", dir=work if work.is_dir() else None))
+    )
     local = directory / "script.ps1"
     try:
         await anyio.Path(local).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))

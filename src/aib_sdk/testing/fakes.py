@@ -143,6 +143,9 @@ class FakeWorld:
     resolved: list[DiskImage] = field(default_factory=list)
     active_publishes: int = 0
     max_active_publishes: int = 0
+    capture_bytes: int = 0
+    """When set (a multiple of 1 MiB), capture writes a real raw disk of that size (random data) that real
+    distributors can convert and upload; else a few bytes naming the commands run."""
 
     def fail_command(self, pattern: str, *, exit_code: int = 1, output: str = "") -> None:
         """Commands matching ``pattern`` (regex) print ``output`` and exit with ``exit_code``."""
@@ -314,11 +317,15 @@ class FakeMachine:
         path = ctx.staging.work / "fake-capture.raw"
         await anyio.Path(path).parent.mkdir(parents=True, exist_ok=True)
         commands = self.disk = [*self.history, *self.fake_communicator.commands]
-        await anyio.Path(path).write_bytes(b"fake disk\n" + "\n".join(commands).encode())
+        size = self.world.capture_bytes
+        if size:
+            await anyio.Path(path).write_bytes(os.urandom(size))
+        else:
+            await anyio.Path(path).write_bytes(b"fake disk\n" + "\n".join(commands).encode())
         self.captured = Artifact(
             path=path,
             format="raw",
-            virtual_size=1 << 20,
+            virtual_size=size or 1 << 20,
             os_type=self.image.os_type,
             source_version=self.image.exact_version,
             template_digest=ctx.template_digest,

@@ -44,7 +44,7 @@ def arm_error(what: str, response: httpx.Response) -> ArmError:
         code, message = str(err.get("code", "")), str(err.get("message", message))
     except ValueError:
         pass
-    if response.status_code == 409:
+    if response.status_code in (409, 412):  # 412: a conditional request (If-None-Match: *) found it existing
         return ArmConflict(what, response.status_code, code, message)
     return ArmError(what, response.status_code, code, message)
 
@@ -86,6 +86,7 @@ class ArmClient:
         api_version: str | None = None,
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One request with retries; returns the response whatever its status."""
         query = dict(params or {})
@@ -94,8 +95,8 @@ class ArmClient:
         url = self.url(path)
 
         async def build() -> httpx.Request:
-            headers = {"Authorization": "Bearer " + await self.tokens.token(self.scope)}
-            return self.client.build_request(method, url, params=query or None, json=body, headers=headers)
+            sent = {**(headers or {}), "Authorization": "Bearer " + await self.tokens.token(self.scope)}
+            return self.client.build_request(method, url, params=query or None, json=body, headers=sent)
 
         return await send_with_retry(self.client, build, what=f"{method} {url.split('?')[0]}", policy=self.policy)
 
@@ -125,10 +126,25 @@ class ArmClient:
         return items
 
     async def put(
-        self, resource_id: str, body: Mapping[str, Any], api_version: str, *, on_poll: PollHook | None = None
+        self,
+        resource_id: str,
+        body: Mapping[str, Any],
+        api_version: str,
+        *,
+        on_poll: PollHook | None = None,
+        create_only: bool = False,
+        on_accepted: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
-        """PUT a resource and wait for the operation; return the final resource."""
-        response = await self.send("PUT", resource_id, api_version=api_version, body=body)
+        """PUT a resource and wait for the operation; return the final resource.
+
+        ``create_only`` sends ``If-None-Match: *``: the service refuses (412, raised as :class:`ArmConflict`)
+        when the resource exists, so a conflict with another publisher is decided by ARM, not by a prior GET.
+        ``on_accepted`` is awaited once the service has accepted the PUT (the resource is then this caller's).
+        """
+        headers = {"If-None-Match": "*"} if create_only else None
+        response = await self.send("PUT", resource_id, api_version=api_version, body=body, headers=headers)
+        if response.status_code < 400 and on_accepted is not None:
+            await on_accepted()
         return await self._finish(f"PUT {resource_id}", response, resource_id, api_version, on_poll)
 
     async def post(self, path: str, api_version: str, body: Mapping[str, Any] | None = None) -> Any:

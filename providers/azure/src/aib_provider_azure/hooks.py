@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aib_sdk.plugins import hookimpl
 
 if TYPE_CHECKING:
+    from aib_sdk.journal import Releaser
     from aib_sdk.protocols import Distributor, Source
 
 
@@ -28,3 +29,10 @@ def aib_register_sources() -> list[type[Source]]:
     )
 
     return [AzureManagedImageSource, AzureSharedImageVersionSource, AzurePlatformImageSource]
+
+
+@hookimpl
+def aib_register_releasers() -> list[tuple[str, Releaser]]:
+    from aib_provider_azure.release import release_blob, release_resource
+
+    return [("azure.blob", release_blob), ("azure.resource", release_resource)]

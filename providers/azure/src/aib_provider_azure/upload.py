@@ -24,6 +24,7 @@ from aib_provider_azure.settings import BlobRef
 from aib_sdk import disks
 from aib_sdk.errors import DistributeError
 from aib_sdk.protocols import ProgressHandler
+from aib_sdk.runtime import cleanup_scope
 
 COMPLETE = "aibcomplete"
 SHA256 = "aibsha256"
@@ -50,10 +51,12 @@ def _read_chunk(fd: int, offset: int, length: int, skip_zero: bool) -> tuple[byt
     return data, base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
-async def discard(service: BlobService, blob: BlobRef) -> None:
-    """Delete ``blob`` shielded from cancellation and bounded in time; failures to delete are swallowed."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(60), contextlib.suppress(Exception):
+async def discard(service: BlobService, blob: BlobRef) -> bool:
+    """Delete ``blob`` shielded from cancellation and bounded in time; failures to delete are swallowed (False)."""
+    with cleanup_scope(60), contextlib.suppress(Exception):
         await service.delete(blob)
+        return True
+    return False
 
 
 async def upload_page_blob(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from aib_provider_local_gallery.replicate import CopyOutcome, CopyTarget, Region
 from aib_provider_local_gallery.store import DISK_NAME, Claim, GalleryStore
 from aib_sdk.artifacts import Artifact
 from aib_sdk.context import RunContext
-from aib_sdk.errors import DistributeError
+from aib_sdk.errors import DistributeError, UsageError
 from aib_sdk.events import TargetStatus
 
 CLEANUP_TIMEOUT = 60.0
@@ -97,8 +100,19 @@ async def publish_image(
     expected = artifact.sha256 if source == artifact.path else None  # a conversion has a digest of its own
     names = [r.name for r in regions]
     copied = names[:1] if manifest.replication_mode == "Shallow" else names
-    with anyio.CancelScope(shield=True):  # a claim taken must reach the try below, which releases it
-        claim: Claim = await run_sync(store.claim, ref, ctx.run_id, names)
+    token = secrets.token_hex(6)
+    region_dirs = []
+    for name in names:
+        with contextlib.suppress(UsageError):
+            region_dirs.append(str(store.region_path(name, ref)))
+    journaled = {"directory": str(store.path_of(ref)), "token": token, "regionDirectories": region_dirs}
+    entry = await ctx.journal.acquire("local-gallery.claim", journaled, f"gallery claim on {ref.id}")
+    try:
+        with anyio.CancelScope(shield=True):  # a claim taken must reach the try below, which releases it
+            claim: Claim = await run_sync(functools.partial(store.claim, ref, ctx.run_id, names, token=token))
+    except BaseException:
+        await ctx.journal.release(entry)  # nothing was claimed
+        raise
     status: dict[str, str] = {}
 
     def emit(region: str, state: str, message: str = "") -> None:
@@ -166,11 +180,14 @@ async def publish_image(
         ]
         with anyio.CancelScope(shield=True):  # once committing, finish: the version is complete and verified
             await run_sync(store.commit, claim, manifest)
+        await ctx.journal.release(entry)
     except BaseException as exc:
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT) as bounded:
             await run_sync(store.abort, claim, abandon_on_cancel=True)
-        if bounded.cancelled_caught:
+        if not bounded.cancelled_caught:
+            await ctx.journal.release(entry)
+        else:
             ctx.warn(
                 f"{run_output_name}: removing the partial copies of {ref.id} is taking longer than "
                 f"{CLEANUP_TIMEOUT:g}s; it goes on in the background"

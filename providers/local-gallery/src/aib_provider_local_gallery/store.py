@@ -18,6 +18,7 @@ so that one left by a killed process can be reclaimed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -40,6 +41,7 @@ from aib_provider_local_gallery.manifest import DefinitionRecord, GalleryRecord,
 from aib_provider_local_gallery.settings import GallerySettings
 from aib_provider_local_gallery.versioning import latest_of
 from aib_sdk.errors import ConflictError, UsageError
+from aib_sdk.journal import process_start_time
 
 MANIFEST = "manifest.json"
 OWNER = ".owner.json"
@@ -92,14 +94,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def _owner_alive(owner: dict[str, object]) -> bool:
+    """Whether the process that wrote a claim's owner file runs (pid and, when recorded, its start time)."""
+    pid = int(str(owner.get("pid", 0)))
+    start = process_start_time(pid) if pid > 0 else None
+    return start is not None and owner.get("start") in (None, start)
+
+
+def pending_claim(directory: Path, token: str) -> Path:
+    """Where a claim on ``directory`` is prepared before it is renamed into place (hidden from listings)."""
+    return directory.with_name(f".claim-{token}")
+
+
+def release_claim(data: dict[str, object]) -> str:
+    """Remove a claim a dead run journaled (sync), unless it was committed or is not (any more) that run's."""
+    directory, token = Path(str(data["directory"])), str(data["token"])
+    shutil.rmtree(pending_claim(directory, token), ignore_errors=True)
+    if (directory / MANIFEST).exists():
+        return f"{directory} was committed: left in place"
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        owner = json.loads((directory / OWNER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        owner = {}
+    if owner.get("token") != token:
+        return f"{directory}: not held by this run, left alone"
+    regions = data.get("regionDirectories")
+    for region in regions if isinstance(regions, list) else []:
+        shutil.rmtree(str(region), ignore_errors=True)
+    graveyard = directory.with_name(f".stale-{secrets.token_hex(4)}")
+    directory.rename(graveyard)
+    shutil.rmtree(graveyard, ignore_errors=True)
+    return f"removed the unfinished gallery claim {directory} and its region copies"
 
 
 @dataclass(frozen=True)
@@ -243,28 +268,42 @@ class GalleryStore:
 
     # Publication --------------------------------------------------------------------------------------------
 
-    def claim(self, ref: GalleryImageRef | ManagedImageRef, run_id: str, regions: list[str]) -> Claim:
-        """Take the image's directory for this run, or raise :class:`ConflictError` if it is taken."""
+    def claim(
+        self, ref: GalleryImageRef | ManagedImageRef, run_id: str, regions: list[str], *, token: str | None = None
+    ) -> Claim:
+        """Take the image's directory for this run, or raise :class:`ConflictError` if it is taken.
+
+        The directory appears with its owner file already inside (built as ``.claim-<token>``, then renamed into
+        place), so a claim is never ownerless: one left by a killed process can always be judged and reclaimed.
+        An empty directory in its place (left by an older claim killed mid-way) is simply replaced.
+        """
         directory = self.path_of(ref)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_hex(6)
+        token = token or secrets.token_hex(6)
+        me = os.getpid()
+        owner = {
+            "host": socket.gethostname(),
+            "pid": me,
+            "start": process_start_time(me),
+            "runId": run_id,
+            "token": token,
+            "regions": regions,
+        }
+        pending = pending_claim(directory, token)
         for _attempt in range(3):
+            pending.mkdir()
             try:
-                directory.mkdir()
-            except FileExistsError:
+                (pending / OWNER).write_text(json.dumps(owner), encoding="utf-8")
+                pending.rename(directory)  # atomic; refused when a non-empty directory is there
+            except OSError as exc:
+                shutil.rmtree(pending, ignore_errors=True)
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
                 if (directory / MANIFEST).exists():
                     raise ConflictError(f"{ref.id} already exists") from None
                 if not self._reclaim_if_stale(ref, directory):
                     raise ConflictError(f"{ref.id} is being published by another build") from None
                 continue
-            owner = {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "runId": run_id,
-                "token": token,
-                "regions": regions,
-            }
-            (directory / OWNER).write_text(json.dumps(owner), encoding="utf-8")
             return Claim(ref, directory, run_id, token, tuple(regions))
         raise ConflictError(f"{ref.id} is being published by another build")
 
@@ -274,7 +313,7 @@ class GalleryStore:
             owner = json.loads((directory / OWNER).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        if owner.get("host") != socket.gethostname() or _pid_alive(int(owner.get("pid", 0))):
+        if owner.get("host") != socket.gethostname() or _owner_alive(owner):
             return False
         graveyard = directory.with_name(f".stale-{secrets.token_hex(4)}")
         try:

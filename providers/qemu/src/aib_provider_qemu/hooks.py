@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aib_sdk.plugins import hookimpl
 
 if TYPE_CHECKING:
+    from aib_sdk.journal import Releaser
     from aib_sdk.protocols import BuildHost, Source
 
 
@@ -25,3 +26,10 @@ def aib_register_sources() -> list[type[Source]]:
     from aib_provider_qemu.url_source import UrlDiskSource
 
     return [TinyGuestSource, DebianPlatformSource, CataloguePlatformSource, UrlDiskSource]
+
+
+@hookimpl
+def aib_register_releasers() -> list[tuple[str, Releaser]]:
+    from aib_provider_qemu.child import release_vm
+
+    return [("qemu.vm", release_vm)]

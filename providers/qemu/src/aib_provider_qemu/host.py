@@ -26,6 +26,7 @@ import anyio
 import anyio.to_thread
 
 from aib_provider_qemu import accel as accel_mod
+from aib_provider_qemu import child as qemu_child
 from aib_provider_qemu import seed, vmsizes, windows
 from aib_provider_qemu.machine import QemuMachine
 from aib_provider_qemu.network import Network, network_for, nic_args
@@ -39,6 +40,7 @@ from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildHostError, CommunicatorError
 from aib_sdk.private_files import write_private
 from aib_sdk.protocols import Communicator, Machine, VmRequest
+from aib_sdk.runtime import cleanup_scope
 
 GIB = 1024**3
 CLEANUP_TIMEOUT = 60.0
@@ -84,15 +86,16 @@ def qemu_command(
     seed_iso: Path | None,
     serial_log: Path,
     qmp_socket: Path,
-    pidfile: Path,
     port: int,
     name: str,
     guest_port: int | None = None,
     ovmf_vars: Path | None = None,
     nic_model: str | None = None,
     network: Network | None = None,
+    pidfile: Path | None = None,
 ) -> list[str]:
-    """The QEMU command line of a build VM (daemonized; serial to a file; QMP on a unix socket).
+    """The QEMU command line of a build VM (in the foreground, a child of the builder: see
+    :mod:`aib_provider_qemu.child`; serial to a file; QMP on a unix socket).
 
     Linux guests forward ``port`` to the guest's SSH port over a virtio NIC. Windows guests forward it to WinRM
     (5985, or 5986 with ``guest_port``), use ``nic_model`` (default e1000: no drivers needed), keep the RTC in local
@@ -120,10 +123,9 @@ def qemu_command(
         f"file:{serial_log}",
         "-qmp",
         f"unix:{qmp_socket},server=on,wait=off",
-        "-daemonize",
-        "-pidfile",
-        str(pidfile),
     ]
+    if pidfile is not None:
+        args += ["-pidfile", str(pidfile)]
     if image.disk_interface == "scsi":
         args += ["-device", "virtio-scsi-pci,id=scsi0"]
     args += _drive_args(image.disk_interface, "os", overlay, "qcow2", "aib-os")
@@ -239,10 +241,15 @@ class QemuBuildHost:
             raise BuildHostError(f"{settings.binary} not found: install qemu-system-x86 (Debian) or QEMU")
         network = network_for(settings.network, settings.networks, vm.extra.get("subnetId"))  # before any boot
         vm_id = f"vm-{uuid.uuid4().hex[:10]}"
-        directory = (ctx.staging.work / vm_id).absolute()  # QEMU -daemonize runs from /
+        directory = (ctx.staging.work / vm_id).absolute()
         await anyio.Path(directory).mkdir(parents=True, exist_ok=False)
-        socket_dir = Path(await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="aib-qemu-")))
+        # Outside the run (a unix socket path must be short): journaled first, so aib gc finds it after a crash.
+        socket_dir = Path(tempfile.gettempdir()) / f"aib-qemu-{vm_id}"
+        sockets_entry = await ctx.journal.acquire("file", {"path": str(socket_dir)}, "QMP socket directory")
+        await anyio.Path(socket_dir).mkdir(mode=0o700)
+        vm_entry = await ctx.journal.acquire("qemu.vm", {"tag": f"aib-{vm_id}"}, f"QEMU build VM aib-{vm_id}")
         machine: QemuMachine | None = None
+        children: list[qemu_child.QemuChild] = []
         try:
             winrm: windows.WinRMAccess | None = None
             if image.os_type == "Windows":
@@ -266,7 +273,7 @@ class QemuBuildHost:
             try:
                 async with anyio.create_task_group() as tg:
                     try:
-                        await self._boot(machine, vm, seed_iso, tg, network)
+                        await self._boot(machine, vm, seed_iso, tg, children, network)
                         yield machine
                     finally:
                         with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
@@ -278,10 +285,23 @@ class QemuBuildHost:
                     raise group.exceptions[0] from group.exceptions[0].__cause__
                 raise
         finally:
-            if machine is None or not machine.kept:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+            kept = machine is not None and machine.kept
+            with cleanup_scope(CLEANUP_TIMEOUT):
+                for started in children:
+                    # A kept VM outlives the builder; any other QEMU is killed by its watchdog if still there.
+                    if kept and machine is not None and started.pid == machine.pid:
+                        started.disarm()
+                    else:
+                        started.release()
+                    await started.reap()
+                if kept and machine is not None:
+                    await ctx.journal.keep(vm_entry, f"kept QEMU pid {machine.pid}")
+                    await ctx.journal.keep(sockets_entry)
+                else:
+                    await ctx.journal.release(vm_entry)
                     await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
                     await anyio.to_thread.run_sync(lambda: shutil.rmtree(socket_dir, ignore_errors=True))
+                    await ctx.journal.release(sockets_entry)
 
     async def _access(
         self, image: DiskImage, ctx: RunContext, settings: QemuSettings, directory: Path
@@ -341,6 +361,7 @@ class QemuBuildHost:
         vm: VmRequest,
         seed_iso: Path | None,
         tg: anyio.abc.TaskGroup,
+        children: list[qemu_child.QemuChild],
         network: Network | None = None,
     ) -> None:
         image, ctx, settings = machine.image, machine.ctx, machine.settings
@@ -397,7 +418,7 @@ class QemuBuildHost:
             f"booting {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB, network {network.text})",
             "info",
         )
-        pidfile = machine.directory / "qemu.pid"
+        tag = f"aib-{machine.directory.name}"
         for attempt in range(5):
             port = free_port()
             args = qemu_command(
@@ -411,29 +432,32 @@ class QemuBuildHost:
                 seed_iso=seed_iso,
                 serial_log=machine.serial_log,
                 qmp_socket=machine.qmp_socket,
-                pidfile=pidfile,
                 port=port,
-                name=f"aib-{machine.directory.name}",
+                name=tag,
                 guest_port=machine.winrm.guest_port if machine.winrm is not None else None,
                 ovmf_vars=ovmf_vars,
                 nic_model=image.attributes.get("nic_model")
                 or (settings.windows_nic_model if image.os_type == "Windows" else None),
                 network=network,
             )
-            result = await anyio.run_process(args, check=False)
-            if result.returncode == 0:
+            # Synchronous: the pid is known (and teardown can stop it) before the next await.
+            started = qemu_child.spawn(args, tag=tag, cwd=machine.directory, stderr_file=machine.directory / "qemu.log")
+            children.append(started)
+            machine.pid = started.pid
+            if await qemu_child.wait_started(started, machine.qmp_socket):
                 break
-            err = result.stderr.decode(errors="replace").strip()
+            err = (await anyio.to_thread.run_sync(started.stderr_text)) or f"exit code {started.process.returncode}"
+            machine.pid = None
             if "forward" in err.lower() and attempt < 4:
                 continue
-            raise BuildHostError(f"QEMU failed to start: {err or f'exit code {result.returncode}'}")
+            raise BuildHostError(f"QEMU failed to start: {err}")
         machine.port = port
-        machine.pid = int((await anyio.Path(pidfile).read_text()).strip())
         if machine.winrm is not None:
             machine.communicator = windows.communicator(machine.winrm, port)
         else:
             assert isinstance(machine.communicator, SshCommunicator)
             machine.communicator.port = port
+            machine.communicator.machine_alive = machine.alive  # a VM that died is not waited for as a reboot
             if settings.offer_proxy:
                 machine.communicator.environment = proxy_environment(dict(ctx.config.env))
             known = machine.directory / "known_hosts"

@@ -1,4 +1,4 @@
-"""One running build VM: a daemonized QEMU over a qcow2 overlay, its serial console, QMP socket and SSH or WinRM."""
+"""One running build VM: QEMU (a child of the builder) over a qcow2 overlay, serial console, QMP socket, SSH/WinRM."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Watching and stopping a daemonized QEMU by its pid (QEMU runs with ``-daemonize`` so ``keep()`` can detach)."""
+"""Watching and stopping QEMU by its pid (a child of the builder guarded by a watchdog: see :mod:`.child`)."""
 
 from __future__ import annotations
 

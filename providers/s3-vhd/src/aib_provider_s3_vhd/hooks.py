@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aib_sdk.plugins import hookimpl
 
 if TYPE_CHECKING:
+    from aib_sdk.journal import Releaser
     from aib_sdk.protocols import Distributor, Source
 
 
@@ -22,3 +23,10 @@ def aib_register_sources() -> list[type[Source]]:
     from aib_provider_s3_vhd.source import S3ImageResolver
 
     return [S3ImageResolver]
+
+
+@hookimpl
+def aib_register_releasers() -> list[tuple[str, Releaser]]:
+    from aib_provider_s3_vhd.multipart import release_upload
+
+    return [("s3.multipart", release_upload)]

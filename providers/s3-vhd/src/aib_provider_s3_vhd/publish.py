@@ -174,6 +174,7 @@ class Publication:
             self.settings,
             on_bytes=self._progress("upload", target),
             on_retry=self._retry_logger(target),
+            journal=self.ctx.journal,
         )
         etag = await self._verify(client, target, None)
         return RegionResult(target, "uploaded", f"uploaded {self.size} bytes", etag)
@@ -206,6 +207,7 @@ class Publication:
                 self.settings,
                 on_bytes=advance,
                 on_retry=self._retry_logger(target),
+                journal=self.ctx.journal,
             )
             expected_etag = source.etag if group.source_from_this_run else None
         etag = await self._verify(client, target, expected_etag)

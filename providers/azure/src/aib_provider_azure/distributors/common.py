@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
+from aib_provider_azure.release import blob_record
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings, BlobRef
 from aib_provider_azure.upload import discard, upload_page_blob
@@ -125,6 +126,7 @@ async def staged_vhd(
     settings = session.settings
     blob = staging_blob(settings, ctx, run_output_name, region)
     vhd = await fixed_vhd(artifact, ctx, run_output_name)
+    entry = await ctx.journal.acquire("azure.blob", blob_record(blob, staging=True), f"staging VHD {blob.url}")
     try:
         await upload_page_blob(
             session.blob,
@@ -136,4 +138,5 @@ async def staged_vhd(
         )
         yield blob
     finally:
-        await discard(session.blob, blob)
+        if await discard(session.blob, blob):
+            await ctx.journal.release(entry)

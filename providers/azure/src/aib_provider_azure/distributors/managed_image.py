@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import anyio
 from pydantic import BaseModel
 
-from aib_provider_azure.arm import COMPUTE_API
+from aib_provider_azure.arm import COMPUTE_API, ArmConflict
 from aib_provider_azure.distributors.common import staged_vhd
+from aib_provider_azure.release import create_resource
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings
 from aib_sdk.artifacts import Artifact, RunOutput
@@ -62,12 +62,9 @@ class AzureManagedImage:
             async with staged_vhd(session, artifact, ctx, name, spec.location) as blob:
                 body = image_body(artifact, spec.location, blob.url, spec.artifact_tags)
                 try:
-                    image = await session.arm.put(spec.image_id, body, COMPUTE_API)
-                except BaseException:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(120):
-                        try:
-                            await session.arm.delete(spec.image_id, COMPUTE_API)
-                        except Exception as exc:
-                            ctx.warn(f"ManagedImage {name}: could not delete the failed image: {exc}")
-                    raise
+                    image = await create_resource(
+                        session.arm, ctx, spec.image_id, body, COMPUTE_API, label=f"ManagedImage {name}"
+                    )
+                except ArmConflict as exc:
+                    raise ConflictError(f"ManagedImage {name}: {spec.image_id} already exists") from exc
         return RunOutput(name, artifact_id=str(image.get("id") or spec.image_id))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-import anyio
 from pydantic import BaseModel
 
-from aib_provider_azure.arm import GALLERY_API, ArmClient, ArmError
+from aib_provider_azure.arm import GALLERY_API, ArmClient, ArmConflict, ArmError
 from aib_provider_azure.distributors.common import TargetState, staged_vhd, status, storage_account_id
+from aib_provider_azure.release import create_resource
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings, BlobRef
 from aib_sdk.artifacts import Artifact, DiskImage, RunOutput
@@ -166,21 +166,29 @@ class AzureSharedImage:
             async with staged_vhd(session, artifact, ctx, name, location) as blob:
                 body = version_body(spec, location, blob, storage_account_id(blob, arm_id))
                 try:
-                    await arm.put(version_id, body, GALLERY_API, on_poll=watcher.poll)
+                    await create_resource(
+                        arm,
+                        ctx,
+                        version_id,
+                        body,
+                        GALLERY_API,
+                        label=f"SharedImage {name}",
+                        on_poll=watcher.poll,
+                        before_cleanup=watcher.poll,  # each region's state, read before the version is deleted
+                    )
                     await watcher.poll()
+                except ArmConflict as exc:
+                    raise ConflictError(
+                        f"SharedImage {name}: version {version} already exists in {definition_id}"
+                    ) from exc
                 except ArmError as exc:
-                    await watcher.poll()
                     failed = watcher.failed()
-                    await _delete_version(arm, version_id, ctx, name)
                     if failed:
                         detail = "; ".join(f"{r}: {watcher.details.get(r) or 'failed'}" for r in failed)
                         raise DistributeError(
                             f"SharedImage {name}: replication of {version_id} failed in region(s) "
                             f"{', '.join(failed)} ({detail}); {exc.arm_message}"
                         ) from exc
-                    raise
-                except BaseException:
-                    await _delete_version(arm, version_id, ctx, name)
                     raise
         regions = {r["name"]: version_id for r in target_regions(spec, location)}
         return RunOutput(name, artifact_id=version_id, regions=regions)
@@ -262,12 +270,3 @@ async def _create_missing(
         },
     }
     return await arm.put(definition_id, body, GALLERY_API)
-
-
-async def _delete_version(arm: ArmClient, version_id: str, ctx: RunContext, name: str) -> None:
-    """Remove a failed or cancelled version so the gallery never shows half a version (shielded, bounded)."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(300):
-        try:
-            await arm.delete(version_id, GALLERY_API)
-        except Exception as exc:
-            ctx.warn(f"SharedImage {name}: could not delete the failed version {version_id}: {exc}")

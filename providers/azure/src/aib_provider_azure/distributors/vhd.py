@@ -15,6 +15,7 @@ from aib_provider_azure.distributors.common import (
     tag_metadata,
     upload_progress,
 )
+from aib_provider_azure.release import blob_record
 from aib_provider_azure.replicate import replicate
 from aib_provider_azure.session import AzureSession
 from aib_provider_azure.settings import AzureSettings
@@ -57,14 +58,18 @@ class AzureVhd:
         vhd = await fixed_vhd(artifact, ctx, name)
         meta = {**tag_metadata(spec.artifact_tags), **metadata(ctx, name)}  # artifactTags ride on the blob
         async with AzureSession(settings, ctx.options.credential) as session:
-            stats = await upload_page_blob(
-                session.blob,
-                vhd,
-                blob,
-                metadata=meta,
-                concurrency=settings.upload_concurrency,
-                on_progress=upload_progress(ctx, name, blob.url),
-            )
+            entry = await ctx.journal.acquire("azure.blob", blob_record(blob, staging=False), f"VHD {blob.url}")
+            try:
+                stats = await upload_page_blob(
+                    session.blob,
+                    vhd,
+                    blob,
+                    metadata=meta,
+                    concurrency=settings.upload_concurrency,
+                    on_progress=upload_progress(ctx, name, blob.url),
+                )
+            finally:  # complete (the output), or deleted by the upload's own cleanup
+                await ctx.journal.release(entry)
             ctx.log(
                 name,
                 f"uploaded {stats.bytes_written} of {stats.size} bytes ({stats.written_ranges} of "

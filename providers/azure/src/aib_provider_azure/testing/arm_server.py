@@ -298,6 +298,9 @@ class ArmTestServer:
                 error = {"code": "AuthenticationFailed", "message": "Bearer token missing or invalid."}
                 return 401, {}, {"error": error}
             try:
+                if method == "PUT" and headers.get("if-none-match") == "*" and url.path.lower() in state.resources:
+                    # Conditional create, as ARM honours it: the resource exists, nothing is changed.
+                    return 412, {}, {"error": {"code": "PreconditionFailed", "message": f"{url.path} exists."}}
                 return self._route(method, url.path, query, raw)
             except ArmRequestError as exc:
                 return exc.status, {}, {"error": {"code": exc.code, "message": exc.message}}

@@ -1,0 +1,139 @@
+"""``aib worker``: serve builds from a Temporal cluster with this machine's providers and configuration.
+
+One Temporal worker runs the (cheap, deterministic) build workflows on the base task queue; one activity worker
+per capability queue (see :mod:`.capabilities`) runs builds. ``max_builds`` caps the builds running at once
+across all of them: a shared slot supplier stops polling while the machine is full. SIGTERM/SIGINT stop polling
+and wait up to ``grace`` seconds for running builds; the ones still running are then cancelled, cleaned up and
+handed back to be retried by another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from temporalio.worker import (
+    CustomSlotSupplier,
+    FixedSizeSlotSupplier,
+    SlotMarkUsedContext,
+    SlotPermit,
+    SlotReleaseContext,
+    SlotReserveContext,
+    Worker,
+    WorkerTuner,
+)
+
+from .activity import BuildActivities
+from .capabilities import Capabilities, worker_capabilities
+from .inputs import ArtifactStore
+from .settings import TemporalSettings, _identity
+from .workflow import BuildWorkflow
+
+RESERVE_POLL_SECONDS = 0.25
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+"""Heartbeats reach the server at least this often, so a cancel request reaches a build within about a second."""
+
+if TYPE_CHECKING:
+    from aib_sdk.config import Config
+    from aib_sdk.plugins.manager import PluginManager
+
+
+class BuildSlots(CustomSlotSupplier):
+    """Build slots shared by every activity worker of this process: a poller may only wait for a build while
+    fewer than ``limit`` builds run here. (The SDK calls the sync methods from its own threads.)"""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
+        while self.used >= self.limit:  # noqa: ASYNC110 - released from SDK threads; polling keeps it simple
+            await asyncio.sleep(RESERVE_POLL_SECONDS)
+        return SlotPermit()
+
+    def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
+        return SlotPermit() if self.used < self.limit else None
+
+    def mark_slot_used(self, ctx: SlotMarkUsedContext) -> None:
+        with self._lock:
+            self.used += 1
+
+    def release_slot(self, ctx: SlotReleaseContext) -> None:
+        if ctx.slot_info is not None:
+            with self._lock:
+                self.used -= 1
+
+
+async def run_worker(
+    settings: TemporalSettings,
+    plugins: PluginManager,
+    config: Config,
+    *,
+    max_builds: int = 1,
+    grace: float = 60.0,
+    on_ready: Callable[[Capabilities, list[str]], None] | None = None,
+    identity: str | None = None,
+) -> None:
+    """Serve builds until SIGTERM/SIGINT (or cancellation)."""
+    caps = await anyio.to_thread.run_sync(worker_capabilities, plugins, config)
+    queues = caps.queues(settings.task_queue)
+    if not queues:
+        from aib_sdk.errors import UsageError
+
+        raise UsageError("this machine has no usable build host; install one (e.g. aib-provider-qemu)")
+    client = await settings.connect()
+    identity = identity or _identity()
+    store = ArtifactStore(settings.artifact_store) if settings.artifact_store else None
+    activities = BuildActivities(plugins, config, caps, store, identity)
+    slots = BuildSlots(max_builds)
+    tuner = WorkerTuner.create_composite(
+        workflow_supplier=FixedSizeSlotSupplier(20),
+        activity_supplier=slots,
+        local_activity_supplier=FixedSizeSlotSupplier(1),
+        nexus_supplier=FixedSizeSlotSupplier(1),
+    )
+    shutdown = timedelta(seconds=grace)
+    workers: list[Worker] = [
+        Worker(client, task_queue=settings.task_queue, workflows=[BuildWorkflow], identity=identity)
+    ]
+    workers += [
+        Worker(
+            client,
+            task_queue=queue,
+            activities=[activities.build],
+            identity=identity,
+            tuner=tuner,
+            max_concurrent_activity_task_polls=1,
+            graceful_shutdown_timeout=shutdown,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        )
+        for queue in queues
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(w.run()) for w in workers]
+    if on_ready is not None:
+        on_ready(caps, queues)
+    try:
+        done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task in tasks and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+        with anyio.CancelScope(shield=True):  # a cancelled caller still stops the workers cleanly
+            await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
