@@ -115,7 +115,7 @@ async def test_the_debian_image_boots_to_ssh_with_sudo(tmp_path: Path, cache: Pa
     async with QemuBuildHost().start(image, VmRequest(vm_size="Standard_D2s_v3"), ctx) as machine:
         result = await machine.communicator.run(
             "id -un; sudo -n id -u; test -x /usr/bin/cloud-init && echo cloud-init; "
-            "test -e /run/aib-agent/active && echo agent; test -e /var/lib/cloud && echo cloud-init-ran; "
+            "sudo -n test -e /run/aib-agent/active && echo agent; test -e /var/lib/cloud && echo cloud-init-ran; "
             "cat /etc/debian_version",
             timeout=120,
         )
@@ -144,7 +144,7 @@ async def test_without_the_aib_marker_cloud_init_provisions_the_boot(
     async with QemuBuildHost().start(image, VmRequest(vm_size="Standard_D2s_v3"), ctx) as machine:
         result = await machine.communicator.run(
             "sudo -n cloud-init status --wait >/dev/null; sudo -n cloud-init status; "
-            "test -e /run/aib-agent/active && echo agent-active; true",
+            "sudo -n test -e /run/aib-agent/active && echo agent-active; true",
             timeout=300,
         )
         assert "status: done" in result.stdout and "agent-active" not in result.stdout, result.stdout

@@ -41,6 +41,9 @@ PROBE_TIMEOUT = 3.0
 """How long one probe waits for the banner (a forwarded port may accept and then hold a connection)."""
 MAX_PROBES = 3
 """Banner probes in flight at once (see :func:`wait_for_banner`)."""
+ANSWER_WAIT = 2 * PROBE_TIMEOUT
+"""How long one readiness wait lets its probes run: a shorter wait cancels probes before a slow sshd (OpenSSH
+re-executing under TCG) answers, and the next wait's probes pile onto it."""
 
 
 async def _banner(host: str, port: int, timeout: float) -> bool:
@@ -402,7 +405,7 @@ class SshCommunicator:
                 raise CommunicatorError("the build VM stopped (its process exited) instead of restarting")
             # Banner probes every 0.1 s while the guest is down, then a real login: no attempt hangs on the
             # forward of a guest that is not listening yet, and none waits a fixed second.
-            if not await self.wait_answering(min(1.0, left)):
+            if not await self.wait_answering(min(ANSWER_WAIT, left)):
                 continue
             try:
                 await self.connect(timeout=min(5.0, max(1.0, left)))  # short tries: a hung handshake costs little
