@@ -8,7 +8,6 @@ seed's build user with sudo; sku ``12-gen2`` (GPT, an ESP made with mtools) is b
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import struct
@@ -127,28 +126,6 @@ async def test_the_debian_image_boots_to_ssh_with_sudo(tmp_path: Path, cache: Pa
         assert "agent" in lines and "cloud-init-ran" not in lines
         await machine.shutdown()
     assert any(READY_LINE in e.line for e in events.of_kind(LogLine) if e.source == "serial")
-
-
-async def test_without_the_aib_marker_cloud_init_provisions_the_boot(
-    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The published image's real first boot: a seed without the marker, so the agent does nothing."""
-    from aib_provider_qemu import seed
-    from aib_provider_qemu.host import QemuBuildHost
-
-    monkeypatch.setattr(seed, "AGENT_MARKER", "not-aib")
-    ctx = _ctx(tmp_path, cache, EventRecorder())
-    image = await DebianPlatformSource().resolve(PlatformImageSource.model_validate(SPEC), ctx)
-    attributes = {k: v for k, v in image.attributes.items() if k != "ready_line"}
-    image = dataclasses.replace(image, attributes=attributes)
-    async with QemuBuildHost().start(image, VmRequest(vm_size="Standard_D2s_v3"), ctx) as machine:
-        result = await machine.communicator.run(
-            "sudo -n cloud-init status --wait >/dev/null; sudo -n cloud-init status; "
-            "sudo -n test -e /run/aib-agent/active && echo agent-active; true",
-            timeout=300,
-        )
-        assert "status: done" in result.stdout and "agent-active" not in result.stdout, result.stdout
-        await machine.shutdown()
 
 
 async def test_gen2_sku_is_a_uefi_disk_that_boots_with_ovmf(tmp_path: Path, cache: Path) -> None:
