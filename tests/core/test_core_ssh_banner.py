@@ -48,3 +48,29 @@ async def test_no_server_and_a_non_ssh_server_are_not_ready() -> None:
     # The listener is closed now: nothing answers on that port.
     comm = SshCommunicator("127.0.0.1", port, host_keys=[], trust_on_first_use=True)
     assert not await comm.wait_answering(0.6)
+
+
+async def test_probes_in_flight_are_bounded_so_a_slow_server_is_not_flooded() -> None:
+    """A server slow to send its banner (OpenSSH re-executing under TCG) sees at most MAX_PROBES connections."""
+    open_now = 0
+    most = 0
+
+    async def slow(stream: anyio.abc.SocketStream) -> None:
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+        try:
+            async with stream:
+                await anyio.sleep(1.0)
+                await stream.send(b"SSH-2.0-slow\r\n")
+                await anyio.sleep(0.2)
+        finally:
+            open_now -= 1
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, slow)
+        assert await wait_for_banner("127.0.0.1", port, timeout=10.0)
+        tg.cancel_scope.cancel()
+    assert 1 <= most <= ssh.MAX_PROBES

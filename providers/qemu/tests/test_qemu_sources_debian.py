@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 from aib_provider_qemu.debian import DebianPlatformSource
+from aib_provider_qemu.debian.agent import READY_LINE
 from aib_provider_qemu.debian.disk import GRUB_LIB
 from aib_sdk.config import Config
 from aib_sdk.errors import SourceError
@@ -108,18 +109,24 @@ async def test_bootstrap_builds_a_bios_grub_disk_and_caches_it(tmp_path: Path, c
 async def test_the_debian_image_boots_to_ssh_with_sudo(tmp_path: Path, cache: Path) -> None:
     from aib_provider_qemu.host import QemuBuildHost
 
-    ctx = _ctx(tmp_path, cache, EventRecorder())
+    events = EventRecorder()
+    ctx = _ctx(tmp_path, cache, events)
     image = await DebianPlatformSource().resolve(PlatformImageSource.model_validate(SPEC), ctx)
     async with QemuBuildHost().start(image, VmRequest(vm_size="Standard_D2s_v3"), ctx) as machine:
         result = await machine.communicator.run(
-            "id -un; sudo -n id -u; test -x /usr/bin/cloud-init && echo cloud-init; cat /etc/debian_version",
+            "id -un; sudo -n id -u; test -x /usr/bin/cloud-init && echo cloud-init; "
+            "sudo -n test -e /run/aib-agent/active && echo agent; test -e /var/lib/cloud && echo cloud-init-ran; "
+            "cat /etc/debian_version",
             timeout=120,
         )
         assert result.exit_code == 0, result.stderr
         lines = result.stdout.split()
         assert lines[1] == "0" and "cloud-init" in lines and lines[-1].startswith("12.")
         assert lines[0] != "root"
+        # The build boot was provisioned by the image's agent: cloud-init did not run and left no state behind.
+        assert "agent" in lines and "cloud-init-ran" not in lines
         await machine.shutdown()
+    assert any(READY_LINE in e.line for e in events.of_kind(LogLine) if e.source == "serial")
 
 
 async def test_gen2_sku_is_a_uefi_disk_that_boots_with_ovmf(tmp_path: Path, cache: Path) -> None:

@@ -40,6 +40,11 @@ PROBE_INTERVAL = 0.1
 most this much plus the SSH handshake."""
 PROBE_TIMEOUT = 3.0
 """How long one probe waits for the banner (a forwarded port may accept and then hold a connection)."""
+MAX_PROBES = 3
+"""Banner probes in flight at once (see :func:`wait_for_banner`)."""
+ANSWER_WAIT = 2 * PROBE_TIMEOUT
+"""How long one readiness wait lets its probes run: a shorter wait cancels probes before a slow sshd (OpenSSH
+re-executing under TCG) answers, and the next wait's probes pile onto it."""
 
 
 async def _banner(host: str, port: int, timeout: float) -> bool:
@@ -61,18 +66,27 @@ async def wait_for_banner(host: str, port: int, timeout: float, *, interval: flo
 
     A probe starts every ``interval`` seconds and they overlap, so a probe stuck on a connection the guest never
     takes (QEMU's user-mode forward accepts before the guest listens) delays nothing: the first login can follow
-    the server's start by ``interval`` plus one round trip.
+    the server's start by ``interval`` plus one round trip. At most :data:`MAX_PROBES` are in flight: every
+    connection a guest's OpenSSH takes costs it a fork and re-exec (seconds under TCG), and unbounded probes at
+    10 a second pile up faster than it answers, so it never gets to answer.
     """
     found = anyio.Event()
+    in_flight = 0
 
     async def probe() -> None:
-        if await _banner(host, port, PROBE_TIMEOUT):
-            found.set()
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            if await _banner(host, port, PROBE_TIMEOUT):
+                found.set()
+        finally:
+            in_flight -= 1
 
     with anyio.move_on_after(timeout):
         async with anyio.create_task_group() as tg:
             while not found.is_set():
-                tg.start_soon(probe)
+                if in_flight < MAX_PROBES:
+                    tg.start_soon(probe)
                 with anyio.move_on_after(interval):
                     await found.wait()
             tg.cancel_scope.cancel()
@@ -392,7 +406,7 @@ class SshCommunicator:
                 raise CommunicatorError("the build VM stopped (its process exited) instead of restarting")
             # Banner probes every 0.1 s while the guest is down, then a real login: no attempt hangs on the
             # forward of a guest that is not listening yet, and none waits a fixed second.
-            if not await self.wait_answering(min(1.0, left)):
+            if not await self.wait_answering(min(ANSWER_WAIT, left)):
                 continue
             try:
                 await self.connect(timeout=min(5.0, max(1.0, left)))  # short tries: a hung handshake costs little

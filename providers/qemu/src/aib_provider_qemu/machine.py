@@ -22,7 +22,7 @@ from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import Artifact, DiskImage
 from aib_sdk.communicators.lines import LineBuffer
-from aib_sdk.communicators.ssh import HostKeyMismatch, SshCommunicator
+from aib_sdk.communicators.ssh import ANSWER_WAIT, HostKeyMismatch, SshCommunicator
 from aib_sdk.communicators.winrm import AuthenticationError, WinRMCommunicator
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildHostError, CommunicatorError
@@ -116,8 +116,9 @@ class QemuMachine:
             while True:
                 self._check_running()
                 # Cheap banner probes every 0.1 s until sshd answers, then a real login (the handshake may be
-                # slow under TCG): no connection attempt hangs on a port the guest does not serve yet.
-                if not await self.communicator.wait_answering(1.0):
+                # slow under TCG): no connection attempt hangs on a port the guest does not serve yet. An image
+                # that printed its ready line serves SSH already: log in at once (no probe load on its sshd).
+                if not self.ready.is_set() and not await self.communicator.wait_answering(ANSWER_WAIT):
                     continue
                 attempt += 1
                 try:

@@ -6,7 +6,8 @@ host key the build connects to is known in advance and pinned. The seed is an IS
 (Rock Ridge and Joliet names ``user-data``/``meta-data``), written with pycdlib.
 
 The ``user-data`` layout is fixed (two-space indents, private keys as ``|`` block scalars) because the tiny test
-guest's init parses it with awk; it is ordinary cloud-config for cloud-init.
+guest's init parses it with awk; it is ordinary cloud-config for cloud-init. The seed also holds an ``aib-agent``
+marker file, read by the Debian base's build-boot agent (:mod:`aib_provider_qemu.debian.agent`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import anyio.to_thread
 if TYPE_CHECKING:
     import asyncssh
 
+AGENT_MARKER = "aib-agent"
+"""An extra seed file: images with aib-sdk's build-boot agent (the Debian base) provision from the seed themselves
+and skip cloud-init for that boot; every other image ignores it."""
 HOST_KEY_TYPES: dict[str, str] = {"ed25519": "ssh-ed25519", "rsa": "ssh-rsa", "ecdsa": "ecdsa-sha2-nistp256"}
 
 
@@ -115,5 +119,5 @@ def _write_iso(path: Path, files: dict[str, str]) -> None:
 
 async def write_seed(path: Path, *, user: str, keys: BuildKeys, instance_id: str) -> None:
     """Write the NoCloud seed ISO to ``path`` (mode 0600: it holds private host keys)."""
-    files = {"user-data": user_data(user, keys), "meta-data": meta_data(instance_id)}
+    files = {"user-data": user_data(user, keys), "meta-data": meta_data(instance_id), AGENT_MARKER: "1\n"}
     await anyio.to_thread.run_sync(_write_iso, path, files)

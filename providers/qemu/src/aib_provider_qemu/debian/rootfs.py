@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from aib_provider_qemu.debian import agent
 from aib_provider_qemu.debian.mirror import release_date, version_of
 from aib_provider_qemu.debian.proc import LineSink, run_logged
 from aib_sdk.errors import SourceError
@@ -100,6 +101,7 @@ def configure(root: Path, fs_uuid: str, hostname: str = "debian") -> None:
         link = root / old
         if link.is_symlink():
             link.unlink()
+    agent.install(root)  # build boots skip cloud-init; the image's real first boot runs it as installed
     for deb in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
         deb.unlink()
     for leftover in ("var/log/bootstrap.log", "var/cache/debconf/templates.dat-old"):

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from aib_provider_qemu.debian import disk, mirror, rootfs
+from aib_provider_qemu.debian import agent, disk, mirror, rootfs
 from aib_provider_qemu.host import OVMF_CODE, OVMF_VARS
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
@@ -33,7 +33,7 @@ from aib_sdk.models.specs import PlatformImageSource
 from aib_sdk.runtime import cleanup_scope
 from aib_sdk.runtime.download import file_lock as cache_lock
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 LOG_SOURCE = "debian-bootstrap"
 DISK_SIZE = 2 << 30
 
@@ -75,6 +75,7 @@ def cache_key(exact_version: str, offer: Offer) -> str:
         "packages": sorted(rootfs.PACKAGES),
         "kernel_args": rootfs.KERNEL_ARGS,
         "cloud_cfg": rootfs.CLOUD_CFG,
+        "agent": agent.digest(),
         "firmware": offer.firmware,
         "size": DISK_SIZE,
     }
@@ -250,7 +251,12 @@ class DebianPlatformSource(SourceBase[PlatformImageSource]):
             await disks.convert(raw, "raw", staged / "disk.qcow2", "qcow2", compression="zstd")
             phase(3, "checksum and record")
             digest = await disks.sha256_file(staged / "disk.qcow2")
-            attributes = {"firmware": offer.firmware, "mirror": source_mirror, "fsUuid": fs_uuid}
+            attributes = {
+                "firmware": offer.firmware,
+                "mirror": source_mirror,
+                "fsUuid": fs_uuid,
+                "ready_line": agent.READY_LINE,
+            }
             if offer.firmware == "uefi":
                 attributes |= {"ovmfCode": str(OVMF_CODE), "ovmfVars": str(OVMF_VARS)}
             meta = {
