@@ -28,7 +28,7 @@ import anyio
 
 from aib_sdk.errors import SourceError
 
-BUILDER_VERSION = "6"
+BUILDER_VERSION = "7"
 READY_LINE = "AIB-TINY-GUEST-READY"
 SPEC: dict[str, str] = {
     "type": "PlatformImage",
@@ -65,6 +65,7 @@ chmod 4755 /bin/busybox-suid
 # poweroff/reboot signal PID 1: flush, ask everything to stop, wait only until it has (at most 3 s: a step's
 # wrapper records an orderly shutdown on SIGTERM), flush again, and go (no fixed grace period).
 settle() {
+  usleep 500000
   n=0
   while [ $n -lt 30 ]; do
     busy=""
