@@ -252,11 +252,11 @@ async def s3_state(url: str, bucket: str, region: str) -> tuple[list[str], list[
 
 
 def is_part(seen: Seen) -> bool:
-    return seen.method == "PUT" and "partNumber=" in seen.target and "x-amz-copy-source" not in seen.headers
+    return seen.is_upload_part
 
 
 def is_copy(seen: Seen) -> bool:
-    return seen.method == "PUT" and "x-amz-copy-source" in seen.headers
+    return seen.is_copy
 
 
 @asynccontextmanager

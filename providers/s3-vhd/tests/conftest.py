@@ -3,8 +3,6 @@ a fault-injecting HTTP proxy (a *test server*: it forwards to moto and fails or 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import socket
 import subprocess
@@ -12,20 +10,18 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anyio
 import pytest
-from anyio.abc import SocketStream, TaskStatus
 
 from aib_sdk import disks
 from aib_sdk.artifacts import Artifact
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.testing.fakes import make_run_context
+from aib_sdk.testing.fault_proxy import fault_proxy
 from aib_sdk.testing.recorder import EventRecorder
 
 MiB = 1024 * 1024
@@ -188,117 +184,7 @@ async def vhd_artifact(raw_artifact: Artifact, make_ctx: Callable[..., RunContex
 # The fault-injecting proxy (a test server) ---------------------------------------------------------------------
 
 
-@dataclass
-class Seen:
-    """One request the proxy received."""
-
-    method: str
-    target: str
-    headers: dict[str, str]
-    body_sha256: str  # base64, as x-amz-checksum-sha256 spells it
-    body_size: int
-
-    @property
-    def is_upload_part(self) -> bool:
-        return self.method == "PUT" and "partNumber=" in self.target and "x-amz-copy-source" not in self.headers
-
-    @property
-    def is_upload_part_copy(self) -> bool:
-        return self.method == "PUT" and "partNumber=" in self.target and "x-amz-copy-source" in self.headers
-
-    @property
-    def is_create_upload(self) -> bool:
-        return self.method == "POST" and ("?uploads" in self.target) and "uploadId=" not in self.target
-
-
-Gate = Callable[[Seen], Awaitable[int | None]]
-"""Decides a request's fate: an HTTP status to fail it with (without forwarding), or None to forward it."""
-
-
-async def _forward_all(_: Seen) -> int | None:
-    return None
-
-
-class FaultProxy:
-    """An HTTP/1.1 proxy on 127.0.0.1 in front of moto: records every request, fails or holds the ones ``gate``
-    picks. One request per connection (it answers with ``Connection: close``)."""
-
-    def __init__(self, upstream: str, gate: Gate = _forward_all) -> None:
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream = (host, int(port))
-        self.gate = gate
-        self.seen: list[Seen] = []
-        self.url = ""
-
-    async def serve(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        self.url = f"http://127.0.0.1:{port}"
-        task_status.started(self.url)
-        await listener.serve(self._handle)
-
-    async def _handle(self, client: SocketStream) -> None:
-        async with client:
-            with suppress(anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await self._exchange(client)
-
-    async def _exchange(self, client: SocketStream) -> None:
-        buf = bytearray()
-        while b"\r\n\r\n" not in buf:
-            buf += await client.receive(65536)
-        head, rest = bytes(buf).split(b"\r\n\r\n", 1)
-        body = bytearray(rest)
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _ = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-        assert "chunked" not in headers.get("transfer-encoding", ""), "the proxy handles Content-Length bodies"
-        if headers.get("expect", "").lower() == "100-continue":
-            await client.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        length = int(headers.get("content-length", "0"))
-        while len(body) < length:
-            body += await client.receive(1 << 20)
-        seen = Seen(method, target, headers, base64.b64encode(hashlib.sha256(body).digest()).decode(), len(body))
-        self.seen.append(seen)
-        status = await self.gate(seen)
-        if status is not None:
-            xml = (
-                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
-                b"<Message>injected by the test proxy</Message></Error>"
-            )
-            await client.send(
-                f"HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {len(xml)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + xml
-            )
-            return
-        kept = [ln for ln in lines[1:] if ln.split(":", 1)[0].strip().lower() not in ("connection", "expect")]
-        request = "\r\n".join([lines[0], *kept, "Connection: close"]).encode("latin-1") + b"\r\n\r\n" + body
-        async with await anyio.connect_tcp(*self.upstream) as upstream:
-            await upstream.send(bytes(request))
-            response = bytearray()
-            try:
-                while True:
-                    response += await upstream.receive(1 << 20)
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                pass
-        await client.send(response)
-
-
-@asynccontextmanager
-async def running_proxy(upstream: str, gate: Gate = _forward_all) -> AsyncIterator[FaultProxy]:
-    proxy = FaultProxy(upstream, gate)
-    async with anyio.create_task_group() as tg:
-        await tg.start(proxy.serve)
-        try:
-            yield proxy
-        finally:
-            tg.cancel_scope.cancel()
-
-
 @pytest.fixture
 def proxy_factory() -> Callable[..., object]:
     """``async with proxy_factory(upstream_url, gate) as proxy`` runs a :class:`FaultProxy` for the block."""
-    return running_proxy
+    return fault_proxy

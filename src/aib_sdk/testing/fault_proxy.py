@@ -13,6 +13,8 @@ One request per connection (it answers ``Connection: close``); bodies with ``Con
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -24,12 +26,30 @@ from anyio.abc import SocketStream
 
 @dataclass
 class Seen:
-    """One request the proxy received."""
+    """One request the proxy received (with the S3 request shapes tests ask about)."""
 
     method: str
     target: str
     headers: dict[str, str]
     size: int
+    body_sha256: str = ""
+    """The body's SHA-256, base64 (as ``x-amz-checksum-sha256`` spells it)."""
+
+    @property
+    def is_upload_part(self) -> bool:
+        return self.method == "PUT" and "partNumber=" in self.target and "x-amz-copy-source" not in self.headers
+
+    @property
+    def is_upload_part_copy(self) -> bool:
+        return self.method == "PUT" and "partNumber=" in self.target and "x-amz-copy-source" in self.headers
+
+    @property
+    def is_copy(self) -> bool:
+        return self.method == "PUT" and "x-amz-copy-source" in self.headers
+
+    @property
+    def is_create_upload(self) -> bool:
+        return self.method == "POST" and "?uploads" in self.target and "uploadId=" not in self.target
 
 
 Gate = Callable[[Seen], Awaitable[int | str | None]]
@@ -74,13 +94,17 @@ class FaultProxy:
         length = int(headers.get("content-length", "0"))
         while len(body) < length:
             body += await client.receive(1 << 20)
-        seen = Seen(method, target, headers, len(body))
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        seen = Seen(method, target, headers, len(body), digest)
         self.seen.append(seen)
         verdict = await self.gate(seen)
         if verdict == "reset":
             return  # the connection closes without an answer
         if isinstance(verdict, int):
-            xml = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>injected</Message></Error>"
+            xml = (
+                b"<?xml version='1.0'?><Error><Code>InternalError</Code>"
+                b"<Message>injected by the test proxy</Message></Error>"
+            )
             await client.send(
                 f"HTTP/1.1 {verdict} Injected\r\nContent-Type: application/xml\r\nContent-Length: {len(xml)}\r\n"
                 "Connection: close\r\n\r\n".encode()
