@@ -38,6 +38,7 @@ from aib_sdk.staging import list_runs
 from aib_sdk.testing.crash import leftovers
 from aib_sdk.testing.fakes import fake_plugin
 from aib_sdk.testing.fault_proxy import FaultProxy, Seen, fault_proxy
+from aib_sdk.testing.moto import moto_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 MIB = 1 << 20
@@ -55,30 +56,9 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import socket
-    import time
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/moto-api/", timeout=1):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+def moto_url() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

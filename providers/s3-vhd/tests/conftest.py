@@ -4,11 +4,6 @@ a fault-injecting HTTP proxy (a *test server*: it forwards to moto and fails or 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +17,7 @@ from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.testing.fakes import make_run_context
 from aib_sdk.testing.fault_proxy import fault_proxy
+from aib_sdk.testing.moto import moto_server
 from aib_sdk.testing.recorder import EventRecorder
 
 MiB = 1024 * 1024
@@ -32,40 +28,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """A moto S3 server in a subprocess on 127.0.0.1, stopped by PID at the end of the session."""
-    exe = Path(sys.executable).with_name("moto_server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/moto-api/", timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
-    try:
+    with moto_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
