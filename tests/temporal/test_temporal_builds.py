@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,18 @@ def test_concurrent_builds_spread_over_workers_with_inputs_from_the_submitter(cl
         cluster.popen("build", str(tiny_template(f"spread{i}", steps)), "--json", "--progress", "plain")
         for i in range(3)
     ]
-    outputs = [p.communicate(timeout=900) for p in procs]
+    # Drain every submitter at once (one at a time, the others' pipes could fill and stall them); stop before
+    # pytest's own timeout so a hang shows the workers' logs.
+    with ThreadPoolExecutor(len(procs)) as pool:
+        futures = [pool.submit(p.communicate, timeout=480) for p in procs]
+        try:
+            outputs = [f.result() for f in futures]
+        except subprocess.TimeoutExpired as exc:
+            for p in procs:
+                p.kill()
+            raise AssertionError(
+                "a build did not finish in 480 s\n" + w1.output()[-3000:] + w2.output()[-3000:]
+            ) from exc
     for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, stderr[-3000:] + w1.output()[-2000:] + w2.output()[-2000:]
         result = json.loads(stdout)
