@@ -77,3 +77,37 @@ async def test_fixture_gives_a_running_server(aib_ssh_server: LoopbackSshServer)
     result = await comm.run('printf %s "$AIB_TEST_ROOT"')
     await comm.aclose()
     assert result.stdout == str(aib_ssh_server.root)
+
+
+async def test_a_refused_session_on_a_reused_connection_is_retried_on_a_fresh_one(
+    aib_ssh_server: LoopbackSshServer,
+) -> None:
+    """A server that stops serving sessions on a connection it still keeps open (as dropbear did after a command
+    timed out) costs one reconnect, not the step; a refusal on the fresh connection too is reported."""
+    import asyncssh
+
+    comm = aib_ssh_server.communicator()
+    await comm.connect()
+    stale = comm._conn
+    assert stale is not None
+
+    async def refuse(*args: object, **kwargs: object) -> object:
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Session request failed")
+
+    stale.create_process = refuse  # type: ignore[method-assign]
+    result = await comm.run("echo fresh")
+    assert result.stdout.strip() == "fresh" and comm._conn is not stale
+    fresh = comm._conn
+    assert fresh is not None
+    fresh.create_process = refuse  # type: ignore[method-assign]
+    original_connect = comm.connect
+
+    async def connect_refusing() -> None:
+        await original_connect()
+        assert comm._conn is not None
+        comm._conn.create_process = refuse  # type: ignore[method-assign]
+
+    comm.connect = connect_refusing  # type: ignore[method-assign]
+    with pytest.raises(CommunicatorError, match="Session request failed"):
+        await comm.run("echo never")
+    await comm.aclose()

@@ -286,15 +286,23 @@ class SshCommunicator:
         """Run ``command`` in a new session, streaming its lines; -1 when the connection dropped meanwhile."""
         import asyncssh
 
-        conn = await self._connection()
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in self.environment.items())
         buffers: dict[str, list[str]] = {"stdout": [], "stderr": []}
         sizes = {"stdout": 0, "stderr": 0}
-        try:
-            process = await conn.create_process(exports + command, stdin=asyncssh.DEVNULL, encoding=None)
-        except (OSError, asyncssh.Error) as exc:
-            self._drop()
-            raise CommunicatorError(f"cannot start a command on the guest: {exc}") from exc
+        for attempt in (1, 2):
+            conn = await self._connection()
+            try:
+                process = await conn.create_process(exports + command, stdin=asyncssh.DEVNULL, encoding=None)
+                break
+            except asyncssh.ChannelOpenError as exc:
+                # A reused connection the server no longer serves sessions on (e.g. after a command it was still
+                # tearing down): nothing ran yet, so open a fresh connection and ask once more.
+                self._drop()
+                if attempt == 2:
+                    raise CommunicatorError(f"cannot start a command on the guest: {exc}") from exc
+            except (OSError, asyncssh.Error) as exc:
+                self._drop()
+                raise CommunicatorError(f"cannot start a command on the guest: {exc}") from exc
 
         async def pump(stream: str, reader: asyncssh.SSHReader[bytes]) -> None:
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
