@@ -106,7 +106,7 @@ class Machine(Protocol):
         """After :meth:`shutdown`, turn the VM's disk into a standalone :class:`Artifact`."""
         ...
 
-    def keep(self) -> str:
+    async def keep(self) -> str:
         """Leave the VM running past the context (``errorHandling: abort``); return how to reach it."""
         ...
 

@@ -1,4 +1,4 @@
-"""A build says what it cannot honour (Warning events, run.json) and records the staging group and its tags."""
+"""A build says what it cannot honour (WarningEvent events, run.json) and records the staging group and its tags."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aib_sdk.events import Warning
+from aib_sdk.events import WarningEvent
 from aib_sdk.testing.fakes import fake_template
 from aib_sdk.testing.recorder import EventRecorder
 
@@ -25,7 +25,7 @@ async def test_unhonoured_properties_are_warning_events_and_tags_are_recorded(
     template["location"] = "westeurope"
     result, _ = await run_build(template)
     assert result.run_state == "Succeeded", result.last_run_status.message
-    messages = [e.message for e in aib_events.of_kind(Warning)]
+    messages = [e.message for e in aib_events.of_kind(WarningEvent)]
     assert any(m.startswith("properties.vmProfile.userAssignedIdentities: not applicable locally") for m in messages)
     assert any(m.startswith("properties.autoRun: not applicable locally") for m in messages)
 

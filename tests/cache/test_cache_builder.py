@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from aib_sdk.builder import Builder
 from aib_sdk.context import StepContext
 from aib_sdk.errors import UsageError
-from aib_sdk.events import LogLine, StepFinished, Warning
+from aib_sdk.events import LogLine, StepFinished, WarningEvent
 from aib_sdk.models.specs import StepSpec
 from aib_sdk.plugins import hookimpl
 from aib_sdk.testing.fakes import FakePlugin, fake_template
@@ -333,5 +333,5 @@ async def test_an_unusable_cache_directory_only_costs_the_cache(
     monkeypatch.setenv("AIB_CACHE_DIR", str(blocker / "layers"))
     result, builder = await run_build(_template("echo one"))
     assert result.run_state == "Succeeded", result.last_run_status.message
-    assert any("step cache unavailable" in w.message for w in aib_events.of_kind(Warning))
+    assert any("step cache unavailable" in w.message for w in aib_events.of_kind(WarningEvent))
     assert _record(builder)["details"]["cache"]["enabled"] is False

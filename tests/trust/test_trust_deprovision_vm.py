@@ -17,7 +17,7 @@ import pytest
 from aib_provider_qemu import hooks as qemu_hooks
 from aib_sdk.builder import Builder
 from aib_sdk.config import Config
-from aib_sdk.events import LogLine, Warning
+from aib_sdk.events import LogLine, WarningEvent
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.testing.fixtures_vm import read_ext4_file
@@ -80,5 +80,5 @@ async def test_build_user_sudoers_and_home_are_gone(tmp_path: Path, tiny_guest_s
     lines = [e.line for e in recorder.of_kind(LogLine)]
     assert any("removed the build user" in line for line in lines)
     assert not any("ACPI" in line for line in lines)
-    assert not any("killed" in w.message for w in recorder.of_kind(Warning))
+    assert not any("killed" in w.message for w in recorder.of_kind(WarningEvent))
     assert next(e.line for e in recorder.of_kind(LogLine) if e.source == "usable") == user

@@ -63,7 +63,7 @@ class WinRMTestMachine:
             template_name=ctx.template_name,
         )
 
-    def keep(self) -> str:
+    async def keep(self) -> str:
         return "winrm test server"
 
 

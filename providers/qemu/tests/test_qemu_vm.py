@@ -227,7 +227,7 @@ async def test_cancel_during_boot_leaves_nothing(tmp_path: Path, image: DiskImag
 async def test_keep_leaves_the_vm_running_and_reachable(tmp_path: Path, image: DiskImage) -> None:
     ctx = make_run_context(tmp_path)
     async with QemuBuildHost().start(image, VmRequest(), ctx) as machine:
-        access = machine.keep()
+        access = await machine.keep()
         pid, port, directory, sockets = machine.pid, machine.port, machine.directory, machine.socket_dir
     assert pid is not None
     try:

@@ -370,11 +370,12 @@ async def test_a_vm_that_exits_stops_the_wait(tmp_path: Path, access: windows.Wi
         await machine.wait_ready(60)
 
 
-def test_keep_stores_a_generated_password_in_a_private_file(
+@pytest.mark.anyio
+async def test_keep_stores_a_generated_password_in_a_private_file(
     tmp_path: Path, access: windows.WinRMAccess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     machine = machine_for(tmp_path, access, 45985, sleeper.pid)
-    text = machine.keep()
+    text = await machine.keep()
     assert access.password not in text
     secret = machine.directory / windows.PASSWORD_FILE
     assert machine.directory.parent == machine.ctx.staging.run_directory
@@ -382,7 +383,7 @@ def test_keep_stores_a_generated_password_in_a_private_file(
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.read_text().strip() == access.password
     static = dataclasses.replace(access, generated=False)
     other = machine_for(tmp_path / "b", static, 45986, sleeper.pid)
-    assert "winrm_password" in other.keep() and not (other.directory / windows.PASSWORD_FILE).exists()
+    assert "winrm_password" in await other.keep() and not (other.directory / windows.PASSWORD_FILE).exists()
 
 
 # real QEMU: the Windows boot path up to readiness ---------------------------------------------------------------

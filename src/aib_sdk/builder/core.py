@@ -21,11 +21,10 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from aib_sdk.artifacts import RunOutput
 from aib_sdk.context import RunContext, Staging
 from aib_sdk.errors import UsageError
 from aib_sdk.eventlog import write_log
-from aib_sdk.events import Event, PhaseChanged, Progress, StepFinished, StepStarted, TargetStatus, Warning
+from aib_sdk.events import Event, PhaseChanged, Progress, StepStarted, TargetStatus
 from aib_sdk.fetch import UriFetcher
 from aib_sdk.journal import Journal
 from aib_sdk.options import BuildOptions, with_overrides
@@ -45,9 +44,12 @@ from aib_sdk.staging import (
     write_template,
 )
 
-from .execution import CLEANUP_TIMEOUT, Execution
+from .cancellation import Cancellation
+from .execution import Execution
 from .hub import EventHub
+from .machine import CLEANUP_TIMEOUT
 from .plan import Plan, TemplateInput, make_plan
+from .report import RunRecorder, RunReport, TargetOutcome
 
 
 class Builder:
@@ -60,8 +62,7 @@ class Builder:
         self.template = template
         self.options = with_overrides(options or BuildOptions())
         self._hub = EventHub(self.options.on_event)
-        self._execution: Execution | None = None
-        self._cancel_requested = False
+        self._cancellation = Cancellation()
         self._started = False
         self._done: anyio.Event | None = None
         self.plan: Plan | None = None
@@ -78,9 +79,7 @@ class Builder:
 
     async def cancel(self) -> None:
         """Cancel the run (→ ``Canceled``, everything cleaned up) and wait until it has ended."""
-        self._cancel_requested = True
-        if self._execution is not None:
-            self._execution.request_cancel()
+        self._cancellation.request()
         if self._done is not None:
             await self._done.wait()
 
@@ -110,7 +109,8 @@ class Builder:
             plan.name, props.staging_resource_group, props.managed_resource_tags, plan.loaded.location
         )
         await write_resource_group(staging, group)
-        emit = self._hub.emit
+        recorder = RunRecorder(self._hub.emit)
+        emit = recorder.emit
         ctx = RunContext(
             run_id=staging.run_id,
             template_name=plan.name,
@@ -131,14 +131,13 @@ class Builder:
             plugins=plan.plugins,
             journal=journal,
         )
-        execution = self._execution = Execution(plan, ctx, emit)
-        if resumed is not None:
-            execution.resume = (resumed.run_id, resumed.data)
-        steps: list[dict[str, Any]] = []
-        warnings: list[str] = []
-        self._hub.listen(lambda ev: _note(ev, steps, warnings))
-        if self._cancel_requested:
-            execution.cancel_requested = True
+        execution = Execution(
+            plan,
+            ctx,
+            recorder,
+            cancellation=self._cancellation,
+            resume=(resumed.run_id, resumed.data) if resumed is not None else None,
+        )
         log_events = self._hub.subscribe()
         async with anyio.create_task_group() as tg:
             tg.start_soon(write_log, log_events, staging.log_file)
@@ -147,13 +146,13 @@ class Builder:
                 await execution.execute(notes)
             finally:
                 with cleanup_scope(CLEANUP_TIMEOUT):
-                    execution.run_finished()
+                    report = execution.report
                     self._hub.close()
-                    self.result = execution.result(staging.directory)
-                    if execution.kept_vm is None:
+                    self.result = _result(report, staging)
+                    if report.kept_vm is None:
                         await remove_work(staging)
                         await journal.release(work_entry)
-                    await write_record(staging, _record(self.result, execution, steps, warnings, group))
+                    await write_record(staging, _record(self.result, report, staging, group))
         assert self.result is not None
         return self.result
 
@@ -198,26 +197,6 @@ def _journal_phases(journal: Journal) -> Callable[[Event], None]:
     return note
 
 
-def _note(event: Event, steps: list[dict[str, Any]], warnings: list[str]) -> None:
-    if isinstance(event, StepFinished):
-        steps.append(
-            {
-                "phase": event.phase,
-                "index": event.index,
-                "name": event.name,
-                "type": event.type,
-                "ok": event.ok,
-                "duration": round(event.duration, 3),
-                "exitCode": event.exit_code,
-                "error": event.error,
-                "cached": event.cached,
-                "layer": event.layer,
-            }
-        )
-    elif isinstance(event, Warning):
-        warnings.append(event.message)
-
-
 async def _resumed_run(plan: Plan) -> RunRecord:
     """``--resume [RUN_ID]``: the run to resume (``latest``: the template's last recorded run)."""
     wanted = plan.options.resume or "latest"
@@ -234,39 +213,43 @@ async def _resumed_run(plan: Plan) -> RunRecord:
     raise UsageError(f"--resume: template {plan.name!r} has no earlier run to resume")
 
 
-def _output_detail(output: RunOutput, type_name: str | None) -> dict[str, Any]:
+def _result(report: RunReport, staging: Staging) -> BuildResult:
+    """The run's :class:`BuildResult`, from its report."""
+    return BuildResult(
+        run_id=report.run_id,
+        template_name=report.template_name,
+        last_run_status=report.status(),
+        run_outputs={name: outcome.run_output() for name, outcome in report.outputs.items()},
+        source_exact_version=report.source_exact_version,
+        staging_directory=staging.directory,
+    )
+
+
+def _output_detail(outcome: TargetOutcome) -> dict[str, Any]:
     return {
-        **output.to_dict(),
-        "type": type_name,
-        "error": output.error,
-        "regions": dict(output.regions),
+        **outcome.run_output().to_dict(),
+        "type": outcome.type,
+        "error": outcome.error,
+        "regions": dict(outcome.regions),
     }
 
 
 def _record(
-    result: BuildResult,
-    execution: Execution,
-    steps: list[dict[str, Any]],
-    warnings: list[str],
-    group: dict[str, Any] | None = None,
+    result: BuildResult, report: RunReport, staging: Staging, group: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """``run.json``: the ``--json`` result plus per-region outputs, step timings, phases and warnings."""
     data = result.to_dict()
-    start = execution.status.start_time
-    end = execution.status.end_time
     data["details"] = {
-        "templateDigest": execution.ctx.template_digest,
-        "runDirectory": str(execution.ctx.staging.run_directory),
-        "durationSeconds": round((end - start).total_seconds(), 3) if start and end else None,
-        "outputs": {
-            name: _output_detail(out, execution.output_types.get(name)) for name, out in result.run_outputs.items()
-        },
-        "phases": execution.phase_durations(),
-        "steps": steps,
-        "warnings": warnings,
-        "keptVm": execution.kept_vm,
-        "optimization": execution.optimization or None,
-        "cache": execution.cache.report() if execution.cache is not None else None,
+        "templateDigest": report.template_digest,
+        "runDirectory": str(staging.run_directory),
+        "durationSeconds": report.duration_seconds,
+        "outputs": {name: _output_detail(outcome) for name, outcome in report.outputs.items()},
+        "phases": dict(report.phases),
+        "steps": [step.to_dict() for step in report.steps],
+        "warnings": list(report.warnings),
+        "keptVm": report.kept_vm,
+        "optimization": dict(report.optimization) or None,
+        "cache": dict(report.cache) if report.cache is not None else None,
         **(group or {}),
     }
     return data

@@ -3,9 +3,9 @@
 Queued → Building (resolve the source, boot the build VM) → Customizing (each step in order, its own session,
 then the hidden deprovision step; shutdown and capture) → Validating (``inVMValidations``) → Distributing (every
 target concurrently under ``max_parallel_targets``). ``errorHandling`` (cleanup|abort), ``continueDistributeOnFailure``,
-``sourceValidationOnly``, the build timeout and cancellation are honoured here; every resource's cleanup is
-registered before the next await and runs shielded and bounded (the build VM's context is held by its own task,
-so a provider's task groups and cancel scopes nest correctly).
+``sourceValidationOnly``, the build timeout and cancellation are honoured here; the build VM's life is in
+:mod:`.machine`, publishing in :mod:`.distribution`. :meth:`Execution.execute` returns the run's immutable
+:class:`~aib_sdk.builder.report.RunReport`.
 
 As in AIB, validation runs on a separate validation VM booted from the captured (deprovisioned) image, so it
 checks the image that will be published; ``sourceValidationOnly`` boots the source itself instead.
@@ -14,21 +14,18 @@ checks the image that will be published; ``sourceValidationOnly`` boots the sour
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
-import anyio.abc
 from pydantic import BaseModel
 
-from aib_sdk.artifacts import Artifact, DiskImage, ProvisioningState, RunOutput
+from aib_sdk.artifacts import Artifact, DiskImage
 from aib_sdk.cache.session import StepCache, host_facts
 from aib_sdk.context import RunContext, StepContext
-from aib_sdk.errors import AibError, DistributeError, StepError
+from aib_sdk.errors import StepError
 from aib_sdk.events import (
-    Event,
     PhaseChanged,
     RunFinished,
     RunStarted,
@@ -37,21 +34,22 @@ from aib_sdk.events import (
     StepFinished,
     StepPhase,
     StepStarted,
-    TargetStatus,
-    Warning,
+    WarningEvent,
 )
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.protocols import Customizer, Machine, VmRequest
 from aib_sdk.redaction import redact_text
-from aib_sdk.result import TIMEOUT_MESSAGE, BuildResult, LastRunStatus
+from aib_sdk.result import TIMEOUT_MESSAGE
 from aib_sdk.runtime import first_error
 
-from .plan import Plan, StepPlan, TargetPlan
+from .cancellation import Cancellation
+from .describe import describe
+from .distribution import Distribution
+from .machine import keep_machine, on_machine, vm_extra, vm_request
+from .plan import Plan, StepPlan
+from .report import RunRecorder, RunReport, frozen_mapping
 
 T = TypeVar("T")
-
-CLEANUP_TIMEOUT = 120.0
-"""Seconds any one cleanup (destroying the VM, closing a connection) may take once the run is ending."""
 
 DEPROVISION_TYPE = "Deprovision"
 
@@ -60,57 +58,58 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _describe(exc: BaseException) -> str:
-    exc = first_error(exc)
-    text = redact_text(str(exc))
-    if isinstance(exc, AibError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _step_name(spec: BaseModel, type_name: str, index: int) -> str:
     name = getattr(spec, "name", None)
     return name if isinstance(name, str) and name else f"{type_name}-{index + 1}"
 
 
-def vm_extra(props: Any) -> dict[str, Any]:
-    """What a build host may honour beyond the VmRequest fields: ``subnetId`` (vmProfile.vnetConfig)."""
-    vnet = props.vm_profile.vnet_config if props.vm_profile else None
-    return {"subnetId": vnet.subnet_id} if vnet is not None and vnet.subnet_id else {}
-
-
 class Execution:
-    """The mutable state of one run and the phases that move it."""
+    """The mutable state of one run and the phases that move it; :meth:`execute` returns its report.
 
-    def __init__(self, plan: Plan, ctx: RunContext, emit: Callable[[Event], None]) -> None:
+    Every event goes through ``recorder`` (the sink of ``ctx``), which keeps the warnings and step records.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        ctx: RunContext,
+        recorder: RunRecorder,
+        *,
+        cancellation: Cancellation | None = None,
+        resume: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.plan = plan
         self.ctx = ctx
-        self._emit = emit
-        self.status = LastRunStatus()
-        self.outputs: dict[str, RunOutput] = {}
-        self.output_types: dict[str, str] = {}
+        self.emit = recorder.emit
+        self._recorder = recorder
+        self.cancellation = cancellation or Cancellation()
+        self.resume = resume
+        """``--resume``: the run id and run.json of the run being resumed."""
+        self.run_state: RunState = "Running"
+        self.run_sub_state: RunSubState = "Queued"
+        self.message = ""
+        self.start_time: datetime | None = None
+        self.end_time: datetime | None = None
+        self.distribution = Distribution(plan.targets, ctx)
         self.exact_version: str | None = None
         self.kept_vm: str | None = None
         self.activity = "queued"
         self.phase_times: dict[str, float] = {}
         self.optimization: dict[str, float] = {}
         self._boot_started = 0.0
-        self.cancel_scope: anyio.CancelScope | None = None
-        self.cancel_requested = False
         self._finished_state = False
         self._end_mark: float | None = None
         self.cache: StepCache | None = None
-        self.resume: tuple[str, dict[str, Any]] | None = None
-        """``--resume``: the run id and run.json of the run being resumed (read by the Builder before the start)."""
+        self._report: RunReport | None = None
 
     # State -------------------------------------------------------------------------------------------------
 
-    def emit(self, event: Event) -> None:
-        self._emit(event)
+    def warn(self, message: str) -> None:
+        self.emit(WarningEvent(message=message))
 
     def phase(self, sub_state: RunSubState, run_state: RunState = "Running") -> None:
-        self.status.run_sub_state = sub_state
-        self.status.run_state = run_state
+        self.run_sub_state = sub_state
+        self.run_state = run_state
         self.phase_times.setdefault(sub_state, anyio.current_time())
         self.emit(PhaseChanged(run_state=run_state, run_sub_state=sub_state))
 
@@ -119,28 +118,16 @@ class Execution:
         if self._finished_state:
             return
         self._finished_state = True
-        self.status.run_state = state
-        self.status.message = redact_text(message)
+        self.run_state = state
+        self.message = redact_text(message)
 
     def fail(self, message: str) -> None:
         self.finish("Failed", message)
 
-    def request_cancel(self) -> None:
-        self.cancel_requested = True
-        if not self._finished_state and self.status.run_state == "Running":
-            self.phase(self.status.run_sub_state, "Canceling")
-        if self.cancel_scope is not None:
-            self.cancel_scope.cancel()
-
-    def result(self, staging_directory: Any) -> BuildResult:
-        return BuildResult(
-            run_id=self.ctx.run_id,
-            template_name=self.ctx.template_name,
-            last_run_status=self.status,
-            run_outputs=dict(self.outputs),
-            source_exact_version=self.exact_version,
-            staging_directory=staging_directory,
-        )
+    def _canceling(self) -> None:
+        """A cancellation was requested while the run is going: announce ``Canceling``."""
+        if not self._finished_state and self.run_state == "Running":
+            self.phase(self.run_sub_state, "Canceling")
 
     def phase_durations(self) -> dict[str, float]:
         """Seconds spent in each run sub-state, in order."""
@@ -151,22 +138,51 @@ class Execution:
             for i, (name, start) in enumerate(marks)
         }
 
-    def run_finished(self) -> None:
+    @property
+    def report(self) -> RunReport:
+        """The run's report, once :meth:`execute` has ended (also when it re-raised the caller's cancellation)."""
+        if self._report is None:
+            raise RuntimeError("the run has not ended")
+        return self._report
+
+    def _end(self) -> RunReport:
+        """Announce the end (``RunFinished``) and freeze what the run produced into its report."""
         self._end_mark = anyio.current_time()
-        self.status.end_time = self.status.end_time or _now()
-        self.emit(
-            RunFinished(
-                run_state=self.status.run_state,
-                run_sub_state=self.status.run_sub_state,
-                message=self.status.message,
-            )
+        self.end_time = self.end_time or _now()
+        self.emit(RunFinished(run_state=self.run_state, run_sub_state=self.run_sub_state, message=self.message))
+        ctx = self.ctx
+        return RunReport(
+            run_id=ctx.run_id,
+            template_name=ctx.template_name,
+            template_digest=ctx.template_digest,
+            run_state=self.run_state,
+            run_sub_state=self.run_sub_state,
+            message=self.message,
+            start_time=self.start_time,
+            end_time=self.end_time,
+            source_exact_version=self.exact_version,
+            steps=tuple(self._recorder.steps),
+            outputs=frozen_mapping(self.distribution.outcomes),
+            kept_vm=self.kept_vm,
+            warnings=tuple(self._recorder.warnings),
+            phases=frozen_mapping(self.phase_durations()),
+            optimization=frozen_mapping(self.optimization),
+            cache=frozen_mapping(self.cache.report()) if self.cache is not None else None,
         )
 
     # The run -----------------------------------------------------------------------------------------------
 
-    async def execute(self, warnings: Sequence[str] = ()) -> None:
-        """Run to a final state. Re-raises the caller's cancellation after recording ``Canceled``."""
-        self.status.start_time = _now()
+    async def execute(self, warnings: Sequence[str] = ()) -> RunReport:
+        """Run to a final state and return the report. The caller's cancellation is re-raised after recording
+        ``Canceled`` (the report is then :attr:`report`)."""
+        try:
+            await self._execute(warnings)
+        finally:
+            self._report = self._end()
+        return self._report
+
+    async def _execute(self, warnings: Sequence[str]) -> None:
+        self.start_time = _now()
         self.emit(
             RunStarted(
                 run_id=self.ctx.run_id,
@@ -175,55 +191,59 @@ class Execution:
             )
         )
         for warning in warnings:
-            self.emit(Warning(message=warning))
+            self.warn(warning)
         self.phase("Queued")
         try:
-            with anyio.CancelScope() as self.cancel_scope:
-                if self.cancel_requested:
-                    self.cancel_scope.cancel()
+            with anyio.CancelScope() as scope:
+                self.cancellation.attach(scope, self._canceling)
                 with anyio.move_on_after(self.plan.timeout) as deadline:
                     await self._pipeline()
                 if deadline.cancelled_caught:
                     self.fail(
-                        f"{TIMEOUT_MESSAGE} after {self.plan.timeout_text} during {self.status.run_sub_state} "
+                        f"{TIMEOUT_MESSAGE} after {self.plan.timeout_text} during {self.run_sub_state} "
                         f"({self.activity}); everything it started was cleaned up"
                     )
-            if self.cancel_scope.cancelled_caught:
-                self.finish("Canceled", f"the build was canceled during {self.status.run_sub_state} ({self.activity})")
+            if scope.cancelled_caught:
+                self.finish("Canceled", f"the build was canceled during {self.run_sub_state} ({self.activity})")
         except anyio.get_cancelled_exc_class():
-            self.finish("Canceled", f"the build was canceled during {self.status.run_sub_state} ({self.activity})")
+            self.finish("Canceled", f"the build was canceled during {self.run_sub_state} ({self.activity})")
             raise
         finally:
-            self.status.end_time = _now()
+            self.end_time = _now()
             if not self._finished_state:
-                self.fail(f"the build stopped unexpectedly during {self.status.run_sub_state}")
+                self.fail(f"the build stopped unexpectedly during {self.run_sub_state}")
 
     async def _pipeline(self) -> None:
         try:
             await self._build()
         except Exception as exc:  # a provider failed outside a step: the run fails, naming the phase
-            self.fail(f"{self.status.run_sub_state} failed ({self.activity}): {_describe(exc)}")
+            self.fail(f"{self.run_sub_state} failed ({self.activity}): {describe(exc)}")
 
     async def _build(self) -> None:
+        built = await self.build_artifact()
+        if built is not None:
+            await self._distribute(*built)
+
+    async def build_artifact(self) -> tuple[Artifact, StepError | None] | None:
+        """The VM part of the run: resolve the source, check the targets, customize, capture, optimize, validate.
+
+        Returns the captured artifact and the validation's error (when ``continueDistributeOnFailure`` lets it be
+        distributed anyway), or ``None`` when the run has reached its final state (a failed step,
+        ``sourceValidationOnly``). Anything else that fails raises."""
         plan, ctx = self.plan, self.ctx
         self.phase("Building")
         await self._host_preflight()
         self.activity = f"resolving source {type_name_of(type(plan.source_spec))}"
         image = await plan.source().resolve(plan.source_spec, ctx)
         self.exact_version = image.exact_version
-        await self._preflight(image)
-        props = plan.loaded.properties
-        vm = VmRequest(
-            vm_size=props.vm_profile.vm_size if props.vm_profile else "",
-            os_disk_size_gb=props.vm_profile.os_disk_size_gb if props.vm_profile else 0,
-            data_disk_sizes_gb=tuple(d.size_gb for d in props.additional_data_disks or []),
-            os_type=image.os_type,
-            extra=vm_extra(props),
-        )
+        if self.distribution.preflight_count():
+            self.activity = f"checking {self.distribution.preflight_count()} distribution target(s)"
+            await self.distribution.preflight(image)
+        vm = vm_request(plan.loaded.properties, image)
         if plan.source_validation_only:
             self.activity = f"starting the validation VM on {plan.host.name}"
             await self._on_machine(image, vm, self._validate_source)
-            return
+            return None
         self.activity = "fetching the steps' inputs, looking up cached layers"
         self.cache = cache = await self._open_cache(image, vm)
         try:
@@ -233,10 +253,10 @@ class Execution:
             with anyio.CancelScope(shield=True):
                 await cache.close()
         if artifact is None:
-            return
+            return None
         artifact = await self._optimize(image, vm, artifact)
         if artifact is None:
-            return
+            return None
         validation_error: StepError | None = None
         if plan.validations:
             # As AIB does, validate the captured image on a fresh validation VM booted from it.
@@ -246,8 +266,8 @@ class Execution:
             self._boot_started = anyio.current_time()
             validation_error = await self._on_machine(captured, vm, self._validate)
             if self._finished_state:
-                return
-        await self._distribute(artifact, validation_error)
+                return None
+        return artifact, validation_error
 
     async def _open_cache(self, image: DiskImage, vm: VmRequest) -> StepCache:
         """The step cache of this run: keys for the customize steps and the longest stored prefix."""
@@ -280,44 +300,13 @@ class Execution:
             await check(VmRequest(extra=vm_extra(self.plan.loaded.properties)), self.ctx)
 
     async def _on_machine(self, image: DiskImage, vm: VmRequest, work: Callable[[Machine], Awaitable[T]]) -> T:
-        """Boot ``image``, run ``work`` on the machine, then destroy it (shielded, bounded) whatever happened."""
-        release = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            try:
-                machine = await tg.start(self._hold_machine, self.plan.host().start(image, vm, self.ctx), release)
-                result = await work(machine)
-                self.activity = "destroying the VM"
-            finally:
-                release.set()  # the holder now leaves the machine's context
-        return result
+        """Boot ``image`` on the plan's build host, run ``work`` on the machine, then destroy it."""
 
-    async def _hold_machine(
-        self,
-        manager: AbstractAsyncContextManager[Machine],
-        release: anyio.Event,
-        *,
-        task_status: anyio.abc.TaskStatus[Machine] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Own the build VM's context in one task so the provider's scopes nest; its exit is shielded and bounded.
+        def destroying() -> None:
+            self.activity = "destroying the VM"
 
-        Booting can be cancelled; once the machine is handed over, only ``release`` (set by the run in a
-        ``finally``) ends it, after which destruction gets :data:`CLEANUP_TIMEOUT` seconds.
-        """
-        started = False
-        with anyio.CancelScope() as scope:
-            try:
-                async with manager as machine:
-                    scope.shield = True
-                    started = True
-                    task_status.started(machine)
-                    await release.wait()
-                    scope.deadline = anyio.current_time() + CLEANUP_TIMEOUT
-            except Exception as exc:
-                if not started:
-                    raise
-                self._cleanup_failed("the build VM", exc)
-        if scope.cancelled_caught:
-            self._cleanup_failed("the build VM", TimeoutError(f"it took longer than {CLEANUP_TIMEOUT:g}s"))
+        manager = self.plan.host().start(image, vm, self.ctx)
+        return await on_machine(manager, work, self.warn, on_destroy=destroying)
 
     async def _validate_source(self, machine: Machine) -> None:
         """``sourceValidationOnly``: validate the source image itself; no customization, no distribution."""
@@ -326,7 +315,7 @@ class Execution:
         if error is None:
             self.finish("Succeeded", "source validation succeeded (sourceValidationOnly)")
         else:
-            self._step_failed(error, machine, self.plan.on_validation_error, "validation")
+            await self._step_failed(error, machine, self.plan.on_validation_error, "validation")
 
     async def _customize(self, machine: Machine) -> Artifact | None:
         """Run the steps and the hidden deprovision step, then shut down and capture; ``None`` on failure."""
@@ -336,7 +325,7 @@ class Execution:
         if error is None:
             error = await self._deprovision(machine)
         if error is not None:
-            self._step_failed(error, machine, plan.on_customizer_error, "customization")
+            await self._step_failed(error, machine, plan.on_customizer_error, "customization")
             return None
         self.activity = "shutting down the build VM"
         await machine.shutdown()
@@ -372,7 +361,7 @@ class Execution:
             if error is None:
                 error = await self._deprovision(machine)  # the first boot undid the generalization
             if error is not None:
-                self._step_failed(error, machine, self.plan.on_customizer_error, "optimization")
+                await self._step_failed(error, machine, self.plan.on_customizer_error, "optimization")
                 return None
             self.activity = "shutting down the optimization VM"
             await machine.shutdown()
@@ -395,24 +384,17 @@ class Execution:
         error = await self._run_steps("validate", plan.validations, machine)
         if error is not None:
             if plan.on_validation_error == "abort" or not plan.continue_distribute_on_failure:
-                self._step_failed(error, machine, plan.on_validation_error, "validation")
+                await self._step_failed(error, machine, plan.on_validation_error, "validation")
             else:
-                self.emit(Warning(message="validation failed; distributing anyway (continueDistributeOnFailure)"))
+                self.warn("validation failed; distributing anyway (continueDistributeOnFailure)")
         return error
 
-    def _cleanup_failed(self, what: str, exc: BaseException) -> None:
-        self.emit(Warning(message=f"cleanup of {what} failed: {_describe(exc)}"))
-
-    def _step_failed(self, error: StepError, machine: Machine, handling: str, what: str) -> None:
+    async def _step_failed(self, error: StepError, machine: Machine, handling: str, what: str) -> None:
         message = f"{what} failed: {error}"
         if handling == "abort":
-            try:
-                access = machine.keep()
-            except Exception as exc:
-                self.emit(Warning(message=f"errorHandling abort: the build VM could not be kept: {_describe(exc)}"))
-            else:
+            access = await keep_machine(machine, self.warn)
+            if access is not None:
                 self.kept_vm = access
-                self.emit(Warning(message=f"errorHandling abort: the build VM was kept running: {access}"))
                 message += f"\nThe build VM was kept for debugging (errorHandling: abort): {access}"
         self.fail(message)
 
@@ -487,7 +469,7 @@ class Execution:
             await runner().run(spec, step)
         except Exception as exc:
             inner = first_error(exc)
-            error = inner if isinstance(inner, StepError) else StepError(name, _describe(exc), log_tail=list(step.tail))
+            error = inner if isinstance(inner, StepError) else StepError(name, describe(exc), log_tail=list(step.tail))
         except BaseException:
             self.emit(
                 StepFinished(
@@ -527,102 +509,19 @@ class Execution:
         os_type = machine.communicator.os_type
         runner = self._deprovisioner(os_type)
         if runner is None:
-            self.emit(
-                Warning(message=f"no {DEPROVISION_TYPE} step is installed for {os_type}; the image is not generalized")
-            )
+            self.warn(f"no {DEPROVISION_TYPE} step is installed for {os_type}; the image is not generalized")
             return None
         try:
             spec = runner.spec_model.model_validate({"type": runner.type_name})
         except Exception as exc:
-            self.emit(Warning(message=f"the {runner.type_name} step cannot be configured: {_describe(exc)}"))
+            self.warn(f"the {runner.type_name} step cannot be configured: {describe(exc)}")
             return None
         return await self._run_step("deprovision", 0, DEPROVISION_TYPE, runner.type_name, runner, spec, machine)
 
     # Distribution ------------------------------------------------------------------------------------------
 
-    async def _preflight(self, image: DiskImage) -> None:
-        """Ask each target that can (optional ``Distributor.preflight``) whether it will accept the image, before any
-        VM boots: a missing gallery definition fails the run in seconds, as AIB refuses such a template at
-        submission."""
-        targets = [t for t in self.plan.targets if callable(getattr(t.distributor, "preflight", None))]
-        if not targets:
-            return
-        self.activity = f"checking {len(targets)} distribution target(s)"
-        refused: list[str] = []
-
-        async def check(target: TargetPlan) -> None:
-            try:
-                await target.distributor().preflight(target.spec, image, self.ctx)  # type: ignore[attr-defined]
-            except Exception as exc:
-                name, message = target.run_output_name, _describe(exc)
-                refused.append(f"{name}: {message}")
-                self.outputs[name] = RunOutput(name, provisioning_state="Failed", error=message)
-                self.output_types[name] = target.type_name
-                self.emit(TargetStatus(run_output_name=name, type=target.type_name, state="Failed", message=message))
-
-        async with anyio.create_task_group() as tg:
-            for target in targets:
-                tg.start_soon(check, target)
-        if refused:
-            summary = "; ".join(refused)
-            raise DistributeError(f"{len(refused)} target(s) cannot be published, nothing was built: {summary}")
-
     async def _distribute(self, artifact: Artifact, validation_error: StepError | None) -> None:
-        targets = self.plan.targets
         self.phase("Distributing")
-        self.activity = f"distributing to {len(targets)} target(s)"
-        for target in targets:
-            self.outputs[target.run_output_name] = RunOutput(target.run_output_name, provisioning_state="Running")
-            self.output_types[target.run_output_name] = target.type_name
-        limiter = anyio.CapacityLimiter(max(1, self.ctx.options.max_parallel_targets))
-        try:
-            async with anyio.create_task_group() as tg:
-                for target in targets:
-                    tg.start_soon(self._publish, artifact, target, limiter)
-        finally:
-            for output in self.outputs.values():
-                if output.provisioning_state == "Running":
-                    output.provisioning_state = "Canceled"
-        failed = [o for o in self.outputs.values() if o.provisioning_state != "Succeeded"]
-        summary = "; ".join(f"{o.run_output_name}: {o.error}" for o in failed)
-        if validation_error is not None:
-            message = f"validation failed: {validation_error}"
-            if failed:
-                message += f"\ndistribution failed for {len(failed)} of {len(targets)} target(s): {summary}"
-            self.fail(message)
-        elif not failed:
-            self.finish("Succeeded", "")
-        elif len(failed) < len(targets):
-            self.finish("PartiallySucceeded", f"{len(failed)} of {len(targets)} target(s) failed: {summary}")
-        else:
-            self.fail(f"distribution failed for every target: {summary}")
-
-    async def _publish(self, artifact: Artifact, target: TargetPlan, limiter: anyio.CapacityLimiter) -> None:
-        name, type_name = target.run_output_name, target.type_name
-        async with limiter:
-            self.emit(TargetStatus(run_output_name=name, type=type_name, state="Running"))
-            try:
-                output = await target.distributor().publish(artifact, target.spec, self.ctx)
-            except Exception as exc:
-                message = _describe(exc)
-                self.outputs[name] = RunOutput(name, provisioning_state="Failed", error=message)
-                self.emit(TargetStatus(run_output_name=name, type=type_name, state="Failed", message=message))
-                return
-            except BaseException:
-                self.outputs[name] = RunOutput(name, provisioning_state="Canceled", error="canceled")
-                self.emit(TargetStatus(run_output_name=name, type=type_name, state="Canceled"))
-                raise
-        output.run_output_name = name
-        self.outputs[name] = output
-        state: ProvisioningState = "Failed" if output.provisioning_state == "Failed" else "Succeeded"
-        output.provisioning_state = state
-        self.emit(
-            TargetStatus(
-                run_output_name=name,
-                type=type_name,
-                state=state,
-                message=output.error or "",
-                artifact_id=output.artifact_id,
-                artifact_uri=output.artifact_uri,
-            )
-        )
+        self.activity = f"distributing to {len(self.plan.targets)} target(s)"
+        await self.distribution.publish(artifact)
+        self.finish(*self.distribution.verdict(validation_error))

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskFormat, DiskImage
 from aib_sdk.context import RunContext
-from aib_sdk.events import Event, LogLine, Warning
+from aib_sdk.events import Event, LogLine, WarningEvent
 from aib_sdk.protocols import VmRequest
 
 from .inputs import PinnedFetcher, prefetch
@@ -161,7 +161,7 @@ class StepCache:
             await cache._key(steps, facts)
             await cache._find_prefix()
         except Exception as exc:  # the build does not need the cache: it runs every step without it
-            emit(Warning(message=f"step cache unavailable, running every step without it: {exc}"))
+            emit(WarningEvent(message=f"step cache unavailable, running every step without it: {exc}"))
             await cache.close()
             off = cls(ctx, emit, store=None, settings=settings, image=image, reason=f"unavailable: {exc}")
             off.slots = [StepSlot(i, name, type_name) for i, (name, type_name, _, _) in enumerate(steps)]

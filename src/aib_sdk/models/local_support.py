@@ -1,7 +1,7 @@
 """AIB properties a local build cannot honour: one warning each, naming the path and what happens instead.
 
 Everything else in the template is honoured (or honoured differently, see docs/aib-compatibility.md); nothing is
-ignored in silence. The warnings appear in ``aib validate`` (stderr) and as ``Warning`` events of a build.
+ignored in silence. The warnings appear in ``aib validate`` (stderr) and as ``WarningEvent`` events of a build.
 """
 
 from __future__ import annotations

@@ -395,7 +395,7 @@ class FakeMachine:
         )
         return self.captured
 
-    def keep(self) -> str:
+    async def keep(self) -> str:
         self.kept = True
         return "ssh -p 2222 builder@127.0.0.1 (fake machine)"
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from aib_provider_qemu import layers, process, windows
 from aib_provider_qemu.settings import QemuSettings
@@ -249,11 +250,11 @@ class QemuMachine:
         await layers.write_layer(frozen, dest, backing, backing_format)
         return True
 
-    def keep(self) -> str:
+    async def keep(self) -> str:
         """Leave QEMU running; move its files out of the run's work directory; return how to reach it."""
         target = self.ctx.staging.run_directory / self.directory.name
         if not self.kept:
-            self.directory.rename(target)
+            await anyio.Path(self.directory).rename(target)
             self.directory = target
             self.kept = True
         stop = (
@@ -261,24 +262,22 @@ class QemuMachine:
             f"stop it with: kill {self.pid}; rm -r {self.socket_dir})"
         )
         if self.winrm is not None:
-            return f"{self._winrm_access_text(target)}   {stop}"
+            return f"{await self._winrm_access_text(target)}   {stop}"
         key = target / "id_ed25519"
         known = target / "known_hosts"
         ssh = ["ssh", "-p", str(self.port), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
-        if key.exists():
+        if await anyio.Path(key).exists():
             ssh += ["-i", str(key)]
         user = self.communicator.username if isinstance(self.communicator, SshCommunicator) else ""
         ssh.append(f"{user}@127.0.0.1")
         return f"{shlex.join(ssh)}   {stop}"
 
-    def _winrm_access_text(self, directory: Path) -> str:
+    async def _winrm_access_text(self, directory: Path) -> str:
         """How to reach a kept Windows VM; a generated password goes to a 0600 file (never into the text)."""
         assert self.winrm is not None
         if self.winrm.generated:
             secret = directory / windows.PASSWORD_FILE
-            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.winrm.password + "\n")
+            await anyio.to_thread.run_sync(_write_private, secret, self.winrm.password + "\n")
             where = f"password in {secret} (mode 0600)"
         else:
             where = "password: the qemu provider's winrm_password / winrm_password_file setting"
@@ -298,3 +297,10 @@ class QemuMachine:
         await self.kill("cleanup after the build")
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(self.directory, ignore_errors=True))
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(self.socket_dir, ignore_errors=True))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file readable by its owner only (mode 0600 from the start)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)

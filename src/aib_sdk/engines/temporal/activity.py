@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from aib_sdk.config import Config
 from aib_sdk.errors import AibError, FetchError, TemplateError, UsageError
-from aib_sdk.events import Event, Progress, Warning
+from aib_sdk.events import Event, Progress, WarningEvent
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
 
@@ -119,7 +119,7 @@ class BuildActivities:
             {"attempt": info.attempt, "worker": self.identity, "capabilities": self.capabilities.to_json()},
         )
         if info.attempt > 1:
-            pump.sink(Warning(message=f"attempt {info.attempt} of the build runs on worker {self.identity}"))
+            pump.sink(WarningEvent(message=f"attempt {info.attempt} of the build runs on worker {self.identity}"))
         pump_task = asyncio.create_task(pump.run())
         try:
             try:
