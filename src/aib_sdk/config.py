@@ -25,9 +25,25 @@ def _env_prefix(provider: str) -> str:
 class Config:
     """Read-only view of the configuration for one process or one build."""
 
-    def __init__(self, data: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.data: dict[str, Any] = dict(data or {})
         self.env: dict[str, str] = dict(os.environ if env is None else env)
+        self.settings: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (settings or {}).items()}
+        """Settings given by the caller (``BuildOptions.settings``): per provider, and ``"*"`` for every provider."""
+
+    def with_settings(self, settings: Mapping[str, Mapping[str, Any]]) -> Config:
+        """This configuration with ``settings`` over it (per provider; ``"*"``: every provider's section)."""
+        if not any(settings.values()):
+            return self
+        merged = {k: dict(v) for k, v in self.settings.items()}
+        for provider, values in settings.items():
+            merged.setdefault(provider, {}).update({k.lower(): v for k, v in values.items()})
+        return Config(self.data, self.env, merged)
 
     @classmethod
     def load(cls, path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -50,13 +66,16 @@ class Config:
         return cls(data, environ)
 
     def section(self, provider: str) -> dict[str, Any]:
-        """The provider's table merged with its environment variables (keys lower-cased)."""
+        """The provider's table merged with its environment variables (keys lower-cased), then the caller's
+        :attr:`settings` (``"*"``, then the provider's own)."""
         table = self.data.get(provider, {})
         merged: dict[str, Any] = dict(table) if isinstance(table, dict) else {}
         prefix = _env_prefix(provider)
         for name, value in self.env.items():
             if name.startswith(prefix) and len(name) > len(prefix):
                 merged[name[len(prefix) :].lower()] = value
+        merged.update(self.settings.get("*", {}))
+        merged.update(self.settings.get(provider, {}))
         return merged
 
     def get(self, provider: str, key: str, default: Any = None) -> Any:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from aib_sdk.config import Config
 from aib_sdk.events import EventSink, LogLine, Progress, StepPhase, TargetState, TargetStatus, WarningEvent
 from aib_sdk.journal import Journal
-from aib_sdk.options import BuildOptions
+from aib_sdk.options import BuildOptions, provider_settings
 
 if TYPE_CHECKING:
     import ssl
@@ -77,6 +77,11 @@ class RunContext:
     plugins: PluginManager
     journal: Journal = field(default_factory=Journal.disabled)
     """The run's resource journal (:mod:`aib_sdk.journal`): journal a resource before creating it."""
+
+    def __post_init__(self) -> None:
+        # Providers read their settings from their own table; the caller's (BuildOptions.settings and the
+        # cross-provider flags) lie over it, however the context was made.
+        self.config = self.config.with_settings(provider_settings(self.options))
 
     @property
     def cache_dir(self) -> Path:

@@ -36,8 +36,13 @@ class BuildOptions:
     - ``config``: configuration (default: :meth:`Config.load`).
     - ``on_event``: a callback receiving every event (synchronously; it must not block).
     - ``credential``: a token credential for cloud providers (e.g. azure-identity's).
-    - ``create_missing``: let gallery distributors create missing galleries/definitions.
-    - ``trust_on_first_use``: accept a guest host key that could not be pinned (off by default).
+    - ``settings``: provider settings over the configuration file, per provider table name
+      (``{"qemu": {"network": "none"}}``); ``"*"`` applies to every provider. Each provider reads its own table as
+      its typed settings (docs/design/0007-provider-settings.md).
+    - ``create_missing`` (``--create-missing``): the same as ``settings={"*": {"create_missing": True}}``: gallery
+      distributors create missing galleries/definitions.
+    - ``trust_on_first_use``: the same as ``settings={"*": {"trust_on_first_use": True}}``: communicators accept a
+      guest host key that could not be pinned (off by default).
     - ``max_parallel_targets``: how many distribution targets publish at once.
     - ``http_transport``: an ``httpx.AsyncBaseTransport`` every provider's HTTP traffic goes through (httpx's
       transport seam: a mock, a proxy, an instrumented pool); the runtime's retries wrap it.
@@ -59,6 +64,7 @@ class BuildOptions:
     config: Config | None = None
     on_event: EventSink | None = None
     credential: Any = None
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     create_missing: bool = False
     trust_on_first_use: bool = False
     max_parallel_targets: int = 8
@@ -98,3 +104,13 @@ def with_overrides(options: BuildOptions) -> BuildOptions:
     """``options`` with the fields of the innermost :func:`override_options` block applied (a copy)."""
     overrides = dict(_OVERRIDES.get())
     return dataclasses.replace(options, **overrides) if overrides else options
+
+
+def provider_settings(options: BuildOptions) -> dict[str, dict[str, Any]]:
+    """``options.settings`` with the cross-provider flags (``create_missing``, ``trust_on_first_use``) under ``"*"``."""
+    settings = {name: dict(values) for name, values in options.settings.items()}
+    flags = {"create_missing": options.create_missing, "trust_on_first_use": options.trust_on_first_use}
+    for key, on in flags.items():
+        if on:
+            settings.setdefault("*", {})[key] = True
+    return settings

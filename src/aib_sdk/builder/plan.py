@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from aib_sdk.config import Config
 from aib_sdk.errors import MissingParamsError, UsageError
 from aib_sdk.models.loader import LoadedTemplate, Unresolved, load_template, read_json_file
-from aib_sdk.options import BuildOptions
+from aib_sdk.options import BuildOptions, provider_settings
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.plugins.registry import type_name_of
 from aib_sdk.profiles import apply_profile_options
@@ -124,7 +124,8 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
         config = await anyio.to_thread.run_sync(Config.load)
     options, rewrite = apply_profile_options(options, config)
     config = options.config or config  # a profile's network replaces the [qemu] one
-    register_config_secrets(config.data, config.env)
+    config = config.with_settings(provider_settings(options))  # each provider reads its own table
+    register_config_secrets({**config.data, **config.settings}, config.env)
     plugins = options.plugins or PluginManager()
     await anyio.to_thread.run_sync(lambda: plugins.registry)  # loads entry points off the event loop
     file: Path | None = None

@@ -86,6 +86,8 @@ class AzureSettings:
     poll_interval: float = 5.0
     trusted_endpoints: tuple[str, ...] = ()
     """The operator's ``[trust] endpoints`` allow-list (:mod:`aib_sdk.trust`)."""
+    create_missing: bool = False
+    """``--create-missing``: a missing gallery or image definition is created in the first target region."""
 
     @classmethod
     def from_config(cls, config: Config) -> AzureSettings:
@@ -111,6 +113,7 @@ class AzureSettings:
             upload_concurrency=max(1, int(_number(section, "upload_concurrency", 8))),
             poll_interval=max(0.0, _number(section, "poll_interval", 5.0)),
             trusted_endpoints=tuple(allowed_endpoints(config)),
+            create_missing=str(section.get("create_missing", "")).strip().lower() in ("1", "true", "yes", "on"),
         )
 
     def verify(self) -> ssl.SSLContext | bool:

@@ -63,7 +63,7 @@ async def check_definition(
         return await run_sync(store.get_definition, ref)
     except NotFoundError:
         pass
-    if ctx.options.create_missing:
+    if GallerySettings.from_config(ctx.config).create_missing:
         return None
     gallery_missing = not await run_sync(store.gallery_exists, GalleryRef(ref.resource_group, ref.gallery))
     what = "gallery and image definition" if gallery_missing else "image definition"
@@ -79,7 +79,7 @@ async def check_definition(
 async def ensure_definition(
     store: GalleryStore, ref: GalleryImageRef, artifact: Artifact, ctx: RunContext, location: str
 ) -> DefinitionRecord:
-    """The target's image definition; created (with its gallery) only when ``ctx.options.create_missing``."""
+    """The target's image definition; created (with its gallery) only with the ``create_missing`` setting."""
     existing = await check_definition(store, ref, artifact.os_type, artifact.hyper_v_generation, ctx, location)
     if existing is not None:
         return existing

@@ -42,6 +42,8 @@ class GallerySettings:
     fsync: bool = True
     chunk_size: int = 512 << 10
     progress_interval: float = 0.25
+    create_missing: bool = False
+    """``--create-missing``: a missing gallery or image definition is created by the build."""
 
     @classmethod
     def from_config(cls, config: Config) -> GallerySettings:
@@ -79,6 +81,7 @@ class GallerySettings:
             _bool(section.get("fsync", True)),
             max(4096, chunk),
             max(0.001, interval),
+            _bool(section.get("create_missing", False)),
         )
 
     def region_root(self, region: str) -> Path:

@@ -318,7 +318,7 @@ class QemuBuildHost:
                 if settings.ssh_host_key
                 else []
             )
-            if not host_keys and not ctx.options.trust_on_first_use:
+            if not host_keys and not settings.trust_on_first_use:
                 raise BuildHostError(
                     "no pinned SSH host key for this image: set the qemu provider's ssh_host_key "
                     "(AIB_QEMU_SSH_HOST_KEY) or opt in to trust-on-first-use"
@@ -328,7 +328,7 @@ class QemuBuildHost:
                     username=settings.ssh_user,
                     client_keys=[settings.ssh_private_key],
                     host_keys=host_keys,
-                    trust_on_first_use=ctx.options.trust_on_first_use,
+                    trust_on_first_use=settings.trust_on_first_use,
                 )
             except CommunicatorError as exc:
                 raise BuildHostError(str(exc)) from exc

@@ -60,6 +60,8 @@ class QemuSettings:
     - ``cpus``/``memory_mib``: override what ``vmSize`` maps to.
     - ``build_user``: the user the NoCloud seed creates (default ``packer``, as AIB's build VMs).
     - ``ssh_user``/``ssh_private_key``/``ssh_host_key``: access to ``static`` images (no seed read).
+    - ``trust_on_first_use``: without a pinned ``ssh_host_key``, accept the key the guest presents (off by default;
+      ``BuildOptions(trust_on_first_use=True)`` sets it for every provider).
     - ``boot_timeout``/``shutdown_timeout``: seconds.
     - ``tcg_memory_cap_mib``: without KVM, memory above this (default 2048 MiB) only slows the boot, so
       ``vmSize`` memory is capped to it (``memory_mib`` still sets any size; 0 turns the cap off).
@@ -85,6 +87,7 @@ class QemuSettings:
     ssh_user: str | None = None
     ssh_private_key: Path | None = None
     ssh_host_key: str | None = None
+    trust_on_first_use: bool = False
     boot_timeout: float = 300.0
     shutdown_timeout: float = 120.0
     tcg_memory_cap_mib: int = 2048
@@ -123,6 +126,7 @@ class QemuSettings:
             ssh_user=s.get("ssh_user") or None,
             ssh_private_key=Path(str(key)).expanduser() if key else None,
             ssh_host_key=s.get("ssh_host_key") or None,
+            trust_on_first_use=_bool(s, "trust_on_first_use"),
             boot_timeout=_float(s, "boot_timeout", 300.0),
             shutdown_timeout=_float(s, "shutdown_timeout", 120.0),
             tcg_memory_cap_mib=2048 if _int(s, "tcg_memory_cap_mib") is None else int(s["tcg_memory_cap_mib"]),

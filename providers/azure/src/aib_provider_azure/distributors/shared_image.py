@@ -219,7 +219,7 @@ async def _lookup(
     gallery_id, definition_id = _prefix(arm_id, 1), _prefix(arm_id, 2)
     gallery = await arm.get(gallery_id, GALLERY_API)
     definition = await arm.get(definition_id, GALLERY_API) if gallery is not None else None
-    if definition is None and not ctx.options.create_missing:
+    if definition is None and not AzureSettings.from_config(ctx.config).create_missing:
         if gallery is None:
             raise DistributeError(
                 f"SharedImage {name}: gallery {gallery_id} does not exist; create it first "
