@@ -14,8 +14,8 @@ from aib_sdk.artifacts import Artifact
 from aib_sdk.builder.cancellation import Cancellation
 from aib_sdk.builder.distribution import Distribution, publish_target
 from aib_sdk.builder.plan import make_plan
-from aib_sdk.builder.report import RunRecorder, RunReport, StepRecord, TargetOutcome
-from aib_sdk.events import Event, PhaseChanged, StepStarted, TargetStatus, WarningEvent
+from aib_sdk.builder.report import RunRecorder, RunReport, TargetOutcome, step_entry
+from aib_sdk.events import Event, PhaseChanged, StepFinished, StepStarted, TargetStatus, WarningEvent
 from aib_sdk.options import BuildOptions
 from aib_sdk.testing.fakes import FakePlugin, fake_template, make_run_context
 from aib_sdk.testing.recorder import EventRecorder
@@ -51,7 +51,18 @@ def test_the_recorder_keeps_redacted_warnings_and_steps_and_forwards_everything(
     recorder.emit(StepStarted(phase="customize", index=0, name="s", type="Shell"))
     assert len(seen) == 2 and recorder.steps == []
     assert "SECRET" not in recorder.warnings[0] and recorder.warnings[0].startswith("fetching https://example.test/x")
-    assert StepRecord("customize", 0, "s", "Shell", True, 1.0).to_dict()["exitCode"] is None
+    assert step_entry(StepFinished(phase="customize", index=0, name="s", type="Shell", ok=True, duration=1.23456)) == {
+        "phase": "customize",
+        "index": 0,
+        "name": "s",
+        "type": "Shell",
+        "ok": True,
+        "duration": 1.235,
+        "exitCode": None,
+        "error": None,
+        "cached": False,
+        "layer": None,
+    }
 
 
 async def test_cancel_is_recorded_once_and_the_report_says_canceled(

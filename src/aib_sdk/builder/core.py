@@ -49,7 +49,7 @@ from .execution import Execution
 from .hub import EventHub
 from .machine import CLEANUP_TIMEOUT
 from .plan import Plan, TemplateInput, make_plan
-from .report import RunRecorder, RunReport, TargetOutcome
+from .report import RunRecorder, RunReport, TargetOutcome, step_entry
 
 
 class Builder:
@@ -245,7 +245,7 @@ def _record(
         "durationSeconds": report.duration_seconds,
         "outputs": {name: _output_detail(outcome) for name, outcome in report.outputs.items()},
         "phases": dict(report.phases),
-        "steps": [step.to_dict() for step in report.steps],
+        "steps": [step_entry(step) for step in report.steps],
         "warnings": list(report.warnings),
         "keptVm": report.kept_vm,
         "optimization": dict(report.optimization) or None,

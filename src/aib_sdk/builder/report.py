@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from aib_sdk.artifacts import ProvisioningState, RunOutput
-from aib_sdk.events import Event, EventSink, RunState, RunSubState, StepFinished, StepPhase, WarningEvent
+from aib_sdk.events import Event, EventSink, RunState, RunSubState, StepFinished, WarningEvent
 from aib_sdk.redaction import redact
 from aib_sdk.result import LastRunStatus
 
@@ -27,50 +27,20 @@ def frozen_mapping(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(data))
 
 
-@dataclass(frozen=True)
-class StepRecord:
-    """One step that ended (ran, failed, was cancelled or came from the step cache)."""
-
-    phase: StepPhase
-    index: int
-    name: str
-    type: str
-    ok: bool
-    duration: float
-    exit_code: int | None = None
-    error: str | None = None
-    cached: bool = False
-    layer: str | None = None
-
-    @classmethod
-    def of(cls, event: StepFinished) -> StepRecord:
-        return cls(
-            phase=event.phase,
-            index=event.index,
-            name=event.name,
-            type=event.type,
-            ok=event.ok,
-            duration=round(event.duration, 3),
-            exit_code=event.exit_code,
-            error=event.error,
-            cached=event.cached,
-            layer=event.layer,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The entry of ``run.json``'s ``details.steps``."""
-        return {
-            "phase": self.phase,
-            "index": self.index,
-            "name": self.name,
-            "type": self.type,
-            "ok": self.ok,
-            "duration": self.duration,
-            "exitCode": self.exit_code,
-            "error": self.error,
-            "cached": self.cached,
-            "layer": self.layer,
-        }
+def step_entry(step: StepFinished) -> dict[str, Any]:
+    """The entry of ``run.json``'s ``details.steps`` for one step that ended."""
+    return {
+        "phase": step.phase,
+        "index": step.index,
+        "name": step.name,
+        "type": step.type,
+        "ok": step.ok,
+        "duration": round(step.duration, 3),
+        "exitCode": step.exit_code,
+        "error": step.error,
+        "cached": step.cached,
+        "layer": step.layer,
+    }
 
 
 @dataclass(frozen=True)
@@ -110,7 +80,8 @@ class RunReport:
     start_time: datetime | None
     end_time: datetime | None
     source_exact_version: str | None = None
-    steps: tuple[StepRecord, ...] = ()
+    steps: tuple[StepFinished, ...] = ()
+    """Every step that ended (ran, failed, was cancelled or came from the step cache), in order."""
     outputs: Mapping[str, TargetOutcome] = field(default_factory=lambda: _EMPTY)
     """Per ``runOutputName``, in the template's order (targets refused by their preflight included)."""
     kept_vm: str | None = None
@@ -146,11 +117,11 @@ class RunRecorder:
     def __init__(self, forward: EventSink) -> None:
         self._forward = forward
         self.warnings: list[str] = []
-        self.steps: list[StepRecord] = []
+        self.steps: list[StepFinished] = []
 
     def emit(self, event: Event) -> None:
         if isinstance(event, StepFinished):
-            self.steps.append(StepRecord.of(redact(event)))
+            self.steps.append(redact(event))
         elif isinstance(event, WarningEvent):
             self.warnings.append(redact(event).message)
         self._forward(event)
