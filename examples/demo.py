@@ -21,8 +21,8 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from aib_sdk.builder import Builder
-from aib_sdk.cli_build import report
-from aib_sdk.cli_progress import make_display
+from aib_sdk.cli.build import report
+from aib_sdk.cli.progress import make_display
 from aib_sdk.config import Config
 from aib_sdk.events import Event, LogLine
 from aib_sdk.options import BuildOptions

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aib_sdk.cli_args import parse_map_uri, parse_params, parse_timeout
+from aib_sdk.cli.args import parse_map_uri, parse_params, parse_timeout
 from aib_sdk.errors import UsageError
 from aib_sdk.source_spec import parse_source
 

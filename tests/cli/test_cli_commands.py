@@ -183,10 +183,12 @@ class GreeterPlugin:
 
 
 def test_provider_subcommands(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from aib_sdk import cli
+    from aib_sdk.cli import invocation
     from aib_sdk.plugins.manager import PluginManager
 
-    monkeypatch.setattr(cli, "_plugin_manager", lambda: PluginManager(entry_points=False, plugins=[GreeterPlugin()]))
+    monkeypatch.setattr(
+        invocation, "new_plugin_manager", lambda: PluginManager(entry_points=False, plugins=[GreeterPlugin()])
+    )
     assert main(["greet", "--name", "you"]) == 5
     assert capsys.readouterr().out == "hello you\n"
     assert main(["count"]) == 0

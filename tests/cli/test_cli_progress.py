@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from aib_sdk.cli_progress import PlainDisplay, RichDisplay, make_display
+from aib_sdk.cli.progress import PlainDisplay, RichDisplay, make_display
 from aib_sdk.events import (
     LogLine,
     PhaseChanged,

@@ -36,7 +36,8 @@ from typing import Any
 import pytest
 
 import aib_sdk
-from aib_sdk.cli import ArgumentError, build_parser
+from aib_sdk.cli.app import build_parser
+from aib_sdk.cli.args import ArgumentError
 from aib_sdk.config import Config
 from aib_sdk.models.loader import validate_document
 from aib_sdk.plugins.manager import PluginManager

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aib_sdk.cli.args import config_option
+from aib_sdk.cli.invocation import config_of, plugins_of
+from aib_sdk.cli.output import err, err_template_error, out, out_json, out_table
 from aib_sdk.errors import UsageError
 
 if TYPE_CHECKING:
+    from aib_sdk.cli.args import Subcommands
     from aib_sdk.config import Config
     from aib_sdk.engines.temporal import RemoteRun, TemporalEngine, TemporalSettings
+    from aib_sdk.engines.temporal.capabilities import Capabilities
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -45,10 +49,8 @@ def _remote_or_local(local: Command, remote: Command) -> Command:
     return dispatch
 
 
-def add_temporal_commands(sub: Any) -> None:
+def add_parsers(sub: Subcommands) -> None:
     """Add ``worker`` and ``cancel``, and ``--temporal`` to ``build``, ``runs`` and ``show``."""
-    from aib_sdk.cli import _config_option
-
     build = sub.choices["build"]
     _connection_options(build)
     build.add_argument("--detach", action="store_true", help="with --temporal: print the run id and return")
@@ -70,18 +72,17 @@ def add_temporal_commands(sub: Any) -> None:
         metavar="SECONDS",
         help="on SIGTERM, wait this long for running builds before handing them back (default 60)",
     )
-    _config_option(p)
+    config_option(p)
     p.set_defaults(func=cmd_worker, temporal_required=True)
 
     p = sub.add_parser("cancel", help="cancel a run on a Temporal cluster")
     p.add_argument("run", metavar="RUN", help="run id")
     _connection_options(p, queue=False)
-    _config_option(p)
+    config_option(p)
     p.set_defaults(func=cmd_cancel)
 
 
 def _settings(args: argparse.Namespace, config: Config | None = None) -> TemporalSettings:
-    from aib_sdk.cli import config_of
     from aib_sdk.engines.temporal import TemporalSettings
 
     return TemporalSettings.from_config(
@@ -101,8 +102,6 @@ def _engine(args: argparse.Namespace, config: Config | None = None) -> TemporalE
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from aib_sdk.cli import config_of, err, plugins_of
-
     if args.max_builds < 1:
         raise UsageError("--max-builds must be at least 1")
     try:
@@ -112,7 +111,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     config = config_of(args)
     settings = _settings(args, config)
 
-    def ready(caps: Any, queues: list[str]) -> None:
+    def ready(caps: Capabilities, queues: list[str]) -> None:
         err(f"aib worker: serving {settings.address} namespace {settings.namespace}; {caps.describe()}")
         err(f"aib worker: up to {args.max_builds} build(s) at once from {len(queues)} queue(s): {', '.join(queues)}")
 
@@ -124,8 +123,6 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 async def _watch_signals(run: RemoteRun, stop: Callable[[], None]) -> None:
     """First SIGINT/SIGTERM: cancel the remote run (and keep showing its cleanup); second: stop waiting."""
     import anyio
-
-    from aib_sdk.cli import err
 
     try:
         receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
@@ -151,9 +148,8 @@ async def _watch_signals(run: RemoteRun, stop: Callable[[], None]) -> None:
 async def cmd_remote_build(args: argparse.Namespace) -> int:
     import anyio
 
-    from aib_sdk.cli import config_of, err, issue_line, out, plugins_of
-    from aib_sdk.cli_build import CANCELED_EXIT, make_options, report
-    from aib_sdk.cli_progress import make_display
+    from aib_sdk.cli.build import CANCELED_EXIT, make_options, report
+    from aib_sdk.cli.progress import make_display
     from aib_sdk.errors import TemplateError
     from aib_sdk.runtime import first_error
 
@@ -166,11 +162,7 @@ async def cmd_remote_build(args: argparse.Namespace) -> int:
     try:
         run = await engine.submit(template, options)
     except TemplateError as exc:
-        for issue in exc.warnings:
-            err(issue_line(args.file, issue, warning=True))
-        for issue in exc.issues:
-            err(issue_line(args.file, issue))
-        return 1
+        return err_template_error(args.file, exc)
     if args.detach:
         out(run.run_id)
         return 0
@@ -202,8 +194,6 @@ async def cmd_remote_build(args: argparse.Namespace) -> int:
 
 
 async def _warn_without_workers(engine: TemporalEngine, run: RemoteRun) -> None:
-    from aib_sdk.cli import err
-
     if run.task_queue is None:
         return
     with contextlib.suppress(Exception):  # only a hint; the build waits either way
@@ -220,17 +210,14 @@ async def _warn_without_workers(engine: TemporalEngine, run: RemoteRun) -> None:
 
 
 async def cmd_remote_runs(args: argparse.Namespace) -> int:
-    from aib_sdk.cli import err, out
-
     rows = await _engine(args).list_runs(args.template)
     if args.json:
-        out(json.dumps(rows, indent=2))
+        out_json(rows)
         return 0
     if not rows:
         err("no runs" + (f" of {args.template}" if args.template else ""))
         return 0
-    header = ("RUN ID", "TEMPLATE", "STATE", "WORKFLOW", "START", "END")
-    table = [header] + [
+    rows_shown = [
         (
             r["runId"],
             r["templateName"] or "-",
@@ -241,15 +228,11 @@ async def cmd_remote_runs(args: argparse.Namespace) -> int:
         )
         for r in rows
     ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for row in table:
-        out("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    out_table(("RUN ID", "TEMPLATE", "STATE", "WORKFLOW", "START", "END"), rows_shown)
     return 0
 
 
 async def cmd_remote_show(args: argparse.Namespace) -> int:
-    from aib_sdk.cli import out
-
     run = await _engine(args).run(args.run)
     data = await _progress(run)
     if args.log:
@@ -269,7 +252,7 @@ async def cmd_remote_show(args: argparse.Namespace) -> int:
         "result": data["result"],
         "events": data["next"],
     }
-    out(json.dumps(shown, indent=2))
+    out_json(shown)
     return 0
 
 
@@ -285,8 +268,6 @@ async def _progress(run: RemoteRun) -> dict[str, Any]:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    from aib_sdk.cli import err
-
     run = await _engine(args).run(args.run)
     await _progress(run)
     await run.cancel()

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from aib_sdk.cache.settings import CacheSettings, parse_age, parse_size
 from aib_sdk.cache.store import LayerInfo, LayerStore
+from aib_sdk.cli.args import Parser, config_option
+from aib_sdk.cli.invocation import config_of
+from aib_sdk.cli.output import err, out, out_json, out_table
 from aib_sdk.errors import UsageError
 
+if TYPE_CHECKING:
+    from aib_sdk.cli.args import Subcommands
 
-def add_cache_parser(sub: Any, config_option: Any) -> None:
+
+def add_parsers(sub: Subcommands) -> None:
     """Add ``aib cache`` and its subcommands to the ``aib`` parser."""
     p = sub.add_parser("cache", help="list or prune the step cache's disk layers")
-    cache_sub = p.add_subparsers(dest="cache_command", metavar="SUBCOMMAND", parser_class=type(p))
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="SUBCOMMAND", parser_class=Parser)
     ls = cache_sub.add_parser("ls", help="list layers (least recently used first)")
     ls.add_argument("--json", action="store_true", help="print JSON")
     config_option(ls)
@@ -38,8 +43,6 @@ def _cache_help(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> tuple[LayerStore, CacheSettings]:
-    from aib_sdk.cli import config_of
-
     settings = CacheSettings.from_config(config_of(args))
     return LayerStore(settings.directory), settings
 
@@ -76,18 +79,15 @@ def _human(size: float) -> str:
 
 
 async def cmd_cache_ls(args: argparse.Namespace) -> int:
-    from aib_sdk.cli import err, out
-
     store, settings = _store(args)
     layers = await anyio.to_thread.run_sync(store.layers)
     if args.json:
-        out(json.dumps([layer_json(store, info) for info in layers], indent=2))
+        out_json([layer_json(store, info) for info in layers])
         return 0
     if not layers:
         err(f"no layers in {settings.directory}")
         return 0
-    header = ("KEY", "SIZE", "LAST USED", "TEMPLATE", "STEP", "PARENT")
-    rows = [header] + [
+    rows = [
         (
             info.key[:12],
             _human(info.size),
@@ -98,9 +98,7 @@ async def cmd_cache_ls(args: argparse.Namespace) -> int:
         )
         for info in layers
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        out("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    out_table(("KEY", "SIZE", "LAST USED", "TEMPLATE", "STEP", "PARENT"), rows)
     total = sum(info.size for info in layers)
     cap = _human(settings.max_size) if settings.max_size else "none"
     out(f"{len(layers)} layer(s), {_human(total)} in {settings.directory} (max_size {cap})")
@@ -108,8 +106,6 @@ async def cmd_cache_ls(args: argparse.Namespace) -> int:
 
 
 async def cmd_cache_prune(args: argparse.Namespace) -> int:
-    from aib_sdk.cli import out
-
     store, _ = _store(args)
     max_size = parse_size(args.max_size, what="--max-size") if args.max_size is not None else None
     older = parse_age(args.older_than) if args.older_than is not None else None
@@ -117,7 +113,7 @@ async def cmd_cache_prune(args: argparse.Namespace) -> int:
         raise UsageError("aib cache prune needs --max-size SIZE and/or --older-than AGE (--max-size 0 empties it)")
     removed = await anyio.to_thread.run_sync(lambda: store.prune(max_size=max_size, older_than=older, now=time.time()))
     if args.json:
-        out(json.dumps([layer_json(store, info) for info in removed], indent=2))
+        out_json([layer_json(store, info) for info in removed])
         return 0
     for info in removed:
         out(f"removed {info.key[:12]} ({_human(info.size)}, {info.template} step {info.step_index + 1}:{info.step})")

@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from aib_sdk.events import (
     Event,
@@ -25,6 +25,7 @@ from aib_sdk.events import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Group, RenderableType
     from rich.live import Live
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
@@ -179,12 +180,12 @@ class RichDisplay:
             self._live.__exit__(None, None, None)
             self._live = None
 
-    def __rich__(self) -> Any:
+    def __rich__(self) -> Group:
         from rich.console import Group
         from rich.text import Text
 
         elapsed = time.monotonic() - self.started
-        parts: list[Any] = [Text(f"{self.header}  {self.phase}  {elapsed:.0f}s", style="bold")]
+        parts: list[RenderableType] = [Text(f"{self.header}  {self.phase}  {elapsed:.0f}s", style="bold")]
         if self.step:
             parts.append(Text(f"  {self.step}", style="cyan"))
         parts.extend(Text(f"    {line}", style="dim", overflow="ellipsis", no_wrap=True) for line in self.logs)

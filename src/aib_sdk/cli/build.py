@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
-from aib_sdk.cli import err, issue_line, out
-from aib_sdk.cli_args import parse_map_uri, parse_params, parse_timeout
-from aib_sdk.cli_progress import make_display
+from aib_sdk.cli.args import parse_map_uri, parse_params, parse_timeout
+from aib_sdk.cli.output import err, err_template_error, out
+from aib_sdk.cli.progress import make_display
 from aib_sdk.context import Staging
 from aib_sdk.errors import TemplateError, UsageError
 from aib_sdk.options import BuildOptions
@@ -27,14 +26,15 @@ from aib_sdk.result import BuildResult
 from aib_sdk.runtime import raise_first
 
 if TYPE_CHECKING:
+    from aib_sdk.builder import Builder
     from aib_sdk.config import Config
     from aib_sdk.plugins.manager import PluginManager
 
 CANCELED_EXIT = 130
 
 
-def load_builder() -> Any:
-    """The Builder class (imported here so that the CLI starts fast)."""
+def load_builder() -> type[Builder]:
+    """The Builder class (imported on first use: the CLI module stays light)."""
     from aib_sdk.builder import Builder
 
     return Builder
@@ -101,16 +101,12 @@ def report(result: BuildResult, *, as_json: bool) -> int:
     return result.exit_code
 
 
-async def _cancel(builder: Any) -> None:
+async def _cancel(builder: Builder) -> None:
     with contextlib.suppress(Exception):
-        await _await(builder.cancel())
+        await builder.cancel()
 
 
-async def _await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-async def _watch_signals(builder: Any, scope: anyio.CancelScope) -> None:
+async def _watch_signals(builder: Builder, scope: anyio.CancelScope) -> None:
     """First SIGINT/SIGTERM: cancel the build cleanly (in the background); second: cancel it at once."""
     receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
     try:
@@ -164,11 +160,7 @@ async def run_build(args: argparse.Namespace, plugins: PluginManager, config: Co
                     result = await builder.run()
                     tg.cancel_scope.cancel()
         except TemplateError as exc:
-            for issue in exc.warnings:
-                err(issue_line(args.file, issue, warning=True))
-            for issue in exc.issues:
-                err(issue_line(args.file, issue))
-            return 1
+            return err_template_error(args.file, exc)
     if result is None:
         err("aib: build canceled")
         return CANCELED_EXIT

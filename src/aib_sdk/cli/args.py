@@ -1,22 +1,52 @@
-"""Parsers for ``aib`` option values: ``--param``, ``--timeout``, ``--source`` and ``--map-uri``.
+"""The ``aib`` argument parser class and the parsers of option values (``--param``, ``--timeout``,
+``--map-uri``).
 
-Each raises :class:`~aib_sdk.errors.UsageError` with a message naming the option and the bad value.
+Each value parser raises :class:`~aib_sdk.errors.UsageError` with a message naming the option and the bad value.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 from urllib.parse import urlparse
 
 from aib_sdk.errors import UsageError
+
+if TYPE_CHECKING:
+    Subcommands: TypeAlias = argparse._SubParsersAction["Parser"]
+    """What ``add_subparsers`` returns: each command group adds its parsers to it."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
-# File extension → disk format of a --source path (others are asked of qemu-img).
+
+class ArgumentError(Exception):
+    """A command-line usage error found by argparse (exit code 1, not argparse's 2)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        self.parser, self.message = parser, message
+        super().__init__(message)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors raise :class:`ArgumentError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentError(self, message)
+
+
+def config_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE`` to a subcommand (it may also stand before the subcommand)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: AIB_CONFIG or $XDG_CONFIG_HOME/aib/aib.toml)",
+    )
 
 
 def parse_params(values: Iterable[str]) -> dict[str, str]:
