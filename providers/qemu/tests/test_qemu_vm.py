@@ -123,9 +123,9 @@ async def test_linux_steps_disks_and_deprovision(tmp_path: Path, image: DiskImag
             return StepContext(run=ctx, communicator=comm, phase="customize", index=next(n), name=name, type="Shell")
 
         # osDiskSizeGB grew the overlay; the data disk is attached (as is the seed).
-        sizes = await comm.run("cat /sys/block/nvme0n1/size; ls /sys/block")
+        sizes = await comm.run("cat /sys/block/vda/size; ls /sys/block")
         assert sizes.stdout.splitlines()[0] == str(1024**3 // 512)
-        assert "vda" in sizes.stdout and "vdb" in sizes.stdout
+        assert "vdb" in sizes.stdout and "vdc" in sizes.stdout
 
         inline = step("inline")
         await ShellStep().run(
