@@ -191,7 +191,7 @@ async def test_linux_steps_disks_and_deprovision(tmp_path: Path, image: DiskImag
 async def test_a_guest_that_never_gets_ready_fails_with_the_serial_tail(tmp_path: Path, image: DiskImage) -> None:
     env = {**os.environ, "AIB_QEMU_BOOT_TIMEOUT": "6", "AIB_HOME": str(tmp_path / "home")}
     ctx = make_run_context(tmp_path, config=Config({}, env))
-    broken = dataclasses.replace(image, kernel_args="root=/dev/nvme0n1 console=ttyS0 init=/bin/false panic=0")
+    broken = dataclasses.replace(image, kernel_args="console=ttyS0 rdinit=/missing init=/bin/false panic=0")
     with pytest.raises(BuildHostError, match="serial console") as info:
         async with QemuBuildHost().start(broken, VmRequest(), ctx):
             pytest.fail("the machine should never be ready")
