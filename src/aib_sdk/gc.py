@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from aib_sdk.cache.settings import CacheSettings
+from aib_sdk.cache.store import LayerStore
 from aib_sdk.context import Staging
 from aib_sdk.journal import JOURNAL_NAME, Journal, JournalState, read_journal
 from aib_sdk.options import BuildOptions
@@ -160,9 +162,21 @@ async def collect_garbage(
             state = await anyio.to_thread.run_sync(_dead_journal, record)
             if state is not None:
                 found.append(await _collect_run(record, state, config, plugins, options, dry_run))
+        if not dry_run:
+            await sweep_layer_store(config)
         return found
     finally:
         lock.close()
+
+
+async def sweep_layer_store(config: Config) -> list[Path]:
+    """Remove what dead builds left in the step cache's layer store: temporaries whose writer's ``flock`` is gone,
+    layer files without a record. Layers (and leases, which die with their process) of live builds stay."""
+    try:
+        store = LayerStore(CacheSettings.from_config(config).directory)
+        return await anyio.to_thread.run_sync(store.sweep)
+    except Exception:  # a broken [cache] table or an unreadable store: the build reports it, gc goes on
+        return []
 
 
 async def _collect_run(

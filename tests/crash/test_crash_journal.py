@@ -13,6 +13,8 @@ import anyio
 import pytest
 
 from aib_sdk.builder import Builder
+from aib_sdk.cache.settings import CacheSettings
+from aib_sdk.cache.store import LayerStore
 from aib_sdk.config import Config
 from aib_sdk.gc import collect_garbage
 from aib_sdk.journal import JOURNAL_NAME, Journal, Owner, process_start_time, read_journal
@@ -197,3 +199,41 @@ def test_aib_build_collects_dead_runs_first(
     assert main(["runs", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["runState"] == "Failed" and row["endTime"]
+
+
+KILLED_MID_LAYER = """
+import os, signal, sys
+from pathlib import Path
+from aib_sdk.cache.store import LayerStore
+from aib_sdk.journal import Journal
+run_directory, layers, key = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+journal = Journal.create(run_directory, run_id=run_directory.name, template_name="crashed")
+journal.phase("Customizing", "storing the layer of step 'install'")
+store = LayerStore(layers)
+temp = store.new_temp("qcow2")
+journal.acquire_sync("file", {"path": str(temp.path)}, "step-cache layer being written")
+temp.path.write_bytes(b"half a layer")
+(store.data / f"{key}.qcow2").write_bytes(b"linked, but its record was never written")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+async def test_a_build_killed_mid_layer_leaves_nothing_a_later_build_uses_and_gc_cleans_it(
+    aib_home: Config, aib_plugins: PluginManager
+) -> None:
+    staging = await create_staging(aib_home, "crashed", "ab" * 32, "20260101T000000Z-abcdef")
+    store = LayerStore(CacheSettings.from_config(aib_home).directory)
+    key = "c" * 64
+    proc = await anyio.run_process(
+        [sys.executable, "-c", KILLED_MID_LAYER, str(staging.run_directory), str(store.root), key], check=False
+    )
+    assert proc.returncode == -9
+    [half] = list(store.tmp.iterdir())
+    assert half.read_bytes() == b"half a layer" and (store.data / f"{key}.qcow2").exists()
+    assert store.get(key) is None and store.chain(key) is None  # a later build never boots it
+    live = store.new_temp("qcow2")  # a live build's layer in progress is left alone
+    [run] = await collect_garbage(aib_home, aib_plugins)
+    assert any(r.kind == "file" and r.ok and str(half) in r.detail for r in run.releases), run.lines()
+    assert [p.name for p in store.tmp.iterdir()] == [live.path.name]
+    assert list(store.data.iterdir()) == []
+    live.discard()

@@ -123,9 +123,9 @@ async def test_linux_steps_disks_and_deprovision(tmp_path: Path, image: DiskImag
             return StepContext(run=ctx, communicator=comm, phase="customize", index=next(n), name=name, type="Shell")
 
         # osDiskSizeGB grew the overlay; the data disk is attached (as is the seed).
-        sizes = await comm.run("cat /sys/block/nvme0n1/size; ls /sys/block")
+        sizes = await comm.run("cat /sys/block/vda/size; ls /sys/block")
         assert sizes.stdout.splitlines()[0] == str(1024**3 // 512)
-        assert "vda" in sizes.stdout and "vdb" in sizes.stdout
+        assert "vdb" in sizes.stdout and "vdc" in sizes.stdout
 
         inline = step("inline")
         await ShellStep().run(
@@ -191,7 +191,7 @@ async def test_linux_steps_disks_and_deprovision(tmp_path: Path, image: DiskImag
 async def test_a_guest_that_never_gets_ready_fails_with_the_serial_tail(tmp_path: Path, image: DiskImage) -> None:
     env = {**os.environ, "AIB_QEMU_BOOT_TIMEOUT": "6", "AIB_HOME": str(tmp_path / "home")}
     ctx = make_run_context(tmp_path, config=Config({}, env))
-    broken = dataclasses.replace(image, kernel_args="root=/dev/nvme0n1 console=ttyS0 init=/bin/false panic=0")
+    broken = dataclasses.replace(image, kernel_args="console=ttyS0 rdinit=/missing init=/bin/false panic=0")
     with pytest.raises(BuildHostError, match="serial console") as info:
         async with QemuBuildHost().start(broken, VmRequest(), ctx):
             pytest.fail("the machine should never be ready")

@@ -278,6 +278,8 @@ class StepCache:
             backing = await anyio.to_thread.run_sync(store.link_base, self.base, self.image.path)
             backing_format = self.image.format
         temp = await anyio.to_thread.run_sync(store.new_temp, fmt)
+        # Journaled too: after a kill -9, ``aib gc`` removes the half-written layer (a later build never uses it).
+        entry = await self.ctx.journal.acquire("file", {"path": str(temp.path)}, "step-cache layer being written")
         try:
             started = anyio.current_time()
             ok = await snapshot(temp.path, backing, backing_format)
@@ -307,6 +309,7 @@ class StepCache:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(temp.discard)
+                await self.ctx.journal.release(entry)
         if outcome == "exists":
             self.stop(f"another build stored the layer of step {slot.name!r} first")
             return None

@@ -347,8 +347,23 @@ class LayerStore:
             for fd in fds:
                 os.close(fd)
 
-    def _sweep(self) -> None:
-        """Drop temporaries of dead writers and layer files without a record (called under the lock)."""
+    def sweep(self) -> list[Path]:
+        """:meth:`_sweep` under the store lock (``aib gc``): what dead builds left, never a layer in use."""
+        if not self.root.is_dir():
+            return []
+        with self.locked():
+            return self._sweep()
+
+    def _sweep(self) -> list[Path]:
+        """Drop temporaries of dead writers and layer files without a record (called under the lock); return
+        what was removed."""
+        removed: list[Path] = []
+
+        def remove(path: Path) -> None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+
         for path in self.tmp.glob("layer-*"):
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -360,13 +375,11 @@ class LayerStore:
                 continue  # its writer is alive
             finally:
                 os.close(fd)
-            with contextlib.suppress(OSError):
-                path.unlink()
+            remove(path)
         recorded = {p.name.removesuffix(".json") for p in self.index.glob("*.json")}
         for path in self.data.iterdir():
             if path.name.split(".", 1)[0] not in recorded:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                remove(path)
         for path in self.index.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                path.unlink()
+            remove(path)
+        return removed

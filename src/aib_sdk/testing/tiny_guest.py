@@ -1,8 +1,10 @@
 """The tiny test guest: a bootable Linux disk made from Debian packages alone, in seconds.
 
 Ingredients (``apt-get download`` from the machine's configured mirror, unpacked with ``dpkg-deb -x``): the kernel
-behind ``linux-image-cloud-amd64`` (booted directly, NVMe root, no initrd), ``busybox-static``, ``dropbear-bin``,
-OpenSSH's ``sftp-server`` (at ``/usr/lib/sftp-server``, where dropbear looks) and the shared libraries they need.
+behind ``linux-image-cloud-amd64`` (booted directly with a small initramfs, :mod:`aib_sdk.testing.initramfs`, that
+loads the virtio disk driver: the root is a virtio disk, or NVMe, which the kernel drives without it),
+``busybox-static``, ``dropbear-bin``, OpenSSH's ``sftp-server`` (at ``/usr/lib/sftp-server``, where dropbear looks)
+and the shared libraries they need.
 The root filesystem is an ext4 image made with ``mkfs.ext4 -d`` (no mount, no loop device).
 
 Its init (:data:`INIT_SCRIPT`) loads the virtio modules, configures QEMU user-mode networking statically, reads the
@@ -27,8 +29,9 @@ from pathlib import Path
 import anyio
 
 from aib_sdk.errors import SourceError
+from aib_sdk.testing import initramfs
 
-BUILDER_VERSION = "7"
+BUILDER_VERSION = "8"
 READY_LINE = "AIB-TINY-GUEST-READY"
 SPEC: dict[str, str] = {
     "type": "PlatformImage",
@@ -41,6 +44,8 @@ SPEC: dict[str, str] = {
 
 KERNEL_META = "linux-image-cloud-amd64"
 ROOT_PACKAGES = ("busybox-static", "dropbear-bin", "openssh-sftp-server")
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk")
+"""Modules the initramfs loads before it looks for the root disk."""
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio-rng", "virtio_console", "isofs")
 """Kernel modules the guest loads at boot (their dependencies, read from each module's modinfo, come first)."""
 KERNEL_ARGS = "root=/dev/nvme0n1 rw rootfstype=ext4 console=ttyS0 init=/sbin/aib-init random.trust_cpu=on quiet"
@@ -76,7 +81,9 @@ settle() {
 }
 trap 'sync; kill -TERM -1; settle; sync; reboot -f' TERM
 trap 'sync; kill -TERM -1; settle; sync; poweroff -f' USR1 USR2
-for m in $(cat /lib/modules/aib/order); do insmod /lib/modules/aib/$m.ko; done
+for m in $(cat /lib/modules/aib/order); do
+  [ -d /sys/module/$(echo $m | tr - _) ] || insmod /lib/modules/aib/$m.ko
+done
 hostname -F /etc/hostname
 ip link set lo up
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 0.2; done
@@ -165,6 +172,7 @@ class TinyGuest:
     version: str
     packages: dict[str, str]
     ready_line: str = READY_LINE
+    initrd: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -296,7 +304,14 @@ def cache_key(kernel: _Package, packages: Sequence[_Package]) -> str:
     h.update(BUILDER_VERSION.encode())
     for p in [kernel, *packages]:
         h.update(f"{p.name}={p.version}/{p.arch}\n".encode())
-    for text in (INIT_SCRIPT, SUDO_SHIM, KERNEL_ARGS, " ".join(MODULES), json.dumps(ETC_FILES, sort_keys=True)):
+    for text in (
+        INIT_SCRIPT,
+        initramfs.INIT,
+        SUDO_SHIM,
+        KERNEL_ARGS,
+        " ".join(MODULES),
+        json.dumps(ETC_FILES, sort_keys=True),
+    ):
         h.update(text.encode())
     return h.hexdigest()[:16]
 
@@ -356,6 +371,8 @@ def _assemble(root: Path, kernel_tree: Path, out: Path) -> Path:
     for name in order:
         shutil.copy2(modules[name], root / "lib" / "modules" / "aib" / f"{name}.ko")
     (root / "lib" / "modules" / "aib" / "order").write_text("\n".join(order) + "\n")
+    early = module_order(INITRAMFS_MODULES, modules)
+    initramfs.write_initramfs(out / "initrd.cpio", busybox, [(name, modules[name]) for name in early])
     vmlinuz = next((kernel_tree / "boot").glob("vmlinuz-*"), None)
     if vmlinuz is None:
         raise SourceError("tiny guest: the kernel package holds no /boot/vmlinuz-*")
@@ -410,7 +427,7 @@ async def build_tiny_guest(cache_dir: Path) -> TinyGuest:
     base = cache_dir / "tiny-guest"
     final = base / key
     versions = {p.name: p.version for p in [kernel, *packages]}
-    guest = TinyGuest(final / "disk.raw", final / "vmlinuz", KERNEL_ARGS, key, versions)
+    guest = TinyGuest(final / "disk.raw", final / "vmlinuz", KERNEL_ARGS, key, versions, initrd=final / "initrd.cpio")
     if (final / "guest.json").is_file():
         return guest
     await anyio.Path(base).mkdir(parents=True, exist_ok=True)
@@ -432,7 +449,7 @@ async def build_tiny_guest(cache_dir: Path) -> TinyGuest:
                 "-q",
                 "-F",
                 "-L",
-                "aibroot",
+                initramfs.ROOT_LABEL,
                 "-E",
                 "root_owner=0:0",
                 "-d",

@@ -10,13 +10,16 @@ cut that followed ``sync``: what the step wrote is on it, and journaling filesys
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from aib_sdk.errors import BuildHostError
+from aib_sdk.protocols import Communicator
 
 LINUX_SYNC = "sync"
 WINDOWS_SYNC = 'powershell -NoProfile -Command "Write-VolumeCache -DriveLetter C"'
@@ -62,3 +65,41 @@ async def write_layer(frozen: Path, dest: Path, backing: Path, backing_format: s
     )
     if result.returncode != 0:
         raise BuildHostError(f"qemu-img rebase of a layer failed: {result.stderr.decode(errors='replace').strip()}")
+
+
+async def save_ram_state(qmp_socket: Path, device: str, new_overlay: Path, state: Path) -> None:
+    """Stop the CPUs, freeze the drive's overlay (the disk now matches RAM exactly) and write RAM and device state
+    to ``state`` (QMP ``migrate`` to a file). The VM stays stopped (``cont`` resumes it). QEMU refuses devices it
+    cannot migrate (7.2: NVMe)."""
+    await qmp_execute(qmp_socket, "stop", {})
+    await freeze_overlay(qmp_socket, device, new_overlay)
+    await qmp_execute(qmp_socket, "migrate", {"uri": f"exec:cat > {shlex.quote(str(state))}"})
+    while True:
+        status = (await qmp_execute(qmp_socket, "query-migrate", {})).get("status")
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            raise BuildHostError(f"saving the VM's RAM state ended {status}")
+        await anyio.sleep(0.05)
+
+
+async def resume_incoming(qmp_socket: Path) -> None:
+    """A QEMU started with ``-incoming`` from a saved state: wait until it is loaded, then ``cont``."""
+    while True:
+        try:
+            status = (await qmp_execute(qmp_socket, "query-status", {}, timeout=5)).get("status")
+        except BuildHostError:
+            await anyio.sleep(0.05)
+            continue
+        if status != "inmigrate":
+            break
+        await anyio.sleep(0.05)
+    await qmp_execute(qmp_socket, "cont", {})
+
+
+async def set_guest_clock(comm: Communicator) -> float:
+    """Set a restored Linux guest's clock (behind by the state's age) to the host's; return the lag left (s)."""
+    result = await comm.run(f"sudo date -u -s @{int(time.time())} >/dev/null && date +%s", timeout=60)
+    if not result.ok:
+        raise BuildHostError(f"setting the restored guest's clock failed (exit code {result.exit_code})")
+    return time.time() - float(result.stdout.split()[-1])

@@ -2,7 +2,8 @@
 
 ``{"type": "PlatformImage", "publisher": "aib-sdk", "offer": "tiny-test-guest", "sku": "busybox",
 "version": "latest"}`` resolves to a cached busybox + dropbear disk built from Debian packages
-(:mod:`aib_sdk.testing.tiny_guest`): direct kernel boot, NVMe root, the NoCloud seed read by its own init.
+(:mod:`aib_sdk.testing.tiny_guest`): direct kernel boot with its initramfs, virtio root (a disk bus QEMU can
+migrate, so the step cache can keep the VM's RAM state), the NoCloud seed read by its own init.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class TinyGuestSource(SourceBase[PlatformImageSource]):
             hyper_v_generation="V1",
             exact_version=guest.version,
             kernel=guest.kernel,
+            initrd=guest.initrd,
             kernel_args=guest.kernel_args,
-            disk_interface="nvme",
+            disk_interface="virtio",
             access="cloud-init",
             attributes={
                 "ready_line": guest.ready_line,
