@@ -8,11 +8,13 @@
 
 Each side downloads its packages afresh. Printed: both times and the ratio aib/by hand (goal ≤ 1.1).
 Needs root and the Debian build tools, like the base image itself.
-Usage: ``python benchmarks/bench_debian_bootstrap.py``.
+Usage: ``python benchmarks/bench_debian_bootstrap.py [--keep CACHE_DIR]`` (``--keep``: the aib side builds into
+that ``AIB_CACHE`` and the image stays there, e.g. for the boot benchmark).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import tempfile
@@ -56,30 +58,35 @@ def by_hand(work: Path, source_mirror: str) -> float:
     return seconds
 
 
-async def with_aib(work: Path) -> float:
+async def with_aib(work: Path, cache: Path) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIB_")}
-    config = Config({}, {**env, "AIB_HOME": str(work / "home"), "AIB_CACHE": str(work / "cache")})
+    config = Config({}, {**env, "AIB_HOME": str(work / "home"), "AIB_CACHE": str(cache)})
     ctx = make_run_context(work, config=config)
     started = time.monotonic()
     await DebianPlatformSource().resolve(PlatformImageSource.model_validate(DEBIAN), ctx)
     return time.monotonic() - started
 
 
-async def main_async() -> None:
+async def main_async(keep: Path | None) -> None:
     source_mirror = await mirror.find_mirror(rootfs.SUITE)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; mirror {source_mirror}")
     with tempfile.TemporaryDirectory(prefix="bench-debian-bootstrap-") as tmp:
         hand = await anyio.to_thread.run_sync(by_hand, Path(tmp) / "hand", source_mirror)
         print(f"  by hand (debootstrap + mkfs.ext4 -d + qemu-img): {hand:6.1f} s")
-        aib = await with_aib(Path(tmp) / "aib")
+        aib = await with_aib(Path(tmp) / "aib", keep or Path(tmp) / "aib" / "cache")
         print(f"  aib (DebianPlatformSource, empty cache):          {aib:6.1f} s")
     print(f"  aib/by hand = {aib / hand:.2f} (goal ≤ {GOAL})")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--keep", type=Path, help="AIB_CACHE for the aib side, kept afterwards (must hold no image)")
+    args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (debootstrap), like building the Debian base image")
-    anyio.run(main_async)
+    if args.keep is not None and any((args.keep / "debian").glob("*/disk.qcow2")):
+        raise SystemExit(f"{args.keep} already holds a Debian image: the aib side would not be cold")
+    anyio.run(main_async, args.keep)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import os
+import subprocess
 from pathlib import Path
 
+import asyncssh
 import pycdlib
 import pytest
 
@@ -20,7 +21,8 @@ def test_install_enables_the_agent_and_makes_cloud_init_skip_only_on_flagged_boo
     agent.install(tmp_path)
     script = tmp_path / agent.SCRIPT_PATH
     assert os.access(script, os.X_OK)
-    ast.parse(script.read_text(encoding="utf-8"))  # valid Python for the guest's python3
+    assert script.read_text(encoding="utf-8").startswith("#!/bin/sh\n")
+    subprocess.run(["sh", "-n", str(script)], check=True)  # valid POSIX sh for the guest's dash
     systemd = tmp_path / "etc/systemd/system"
     early = systemd / "sysinit.target.wants/aib-agent.service"
     ready = systemd / "multi-user.target.wants/aib-agent-ready.service"
@@ -29,7 +31,8 @@ def test_install_enables_the_agent_and_makes_cloud_init_skip_only_on_flagged_boo
     early_unit = (systemd / "aib-agent.service").read_text(encoding="utf-8")
     assert "Before=cloud-init-local.service" in early_unit and "DefaultDependencies=no" in early_unit
     assert f"ConditionPathExists={agent.ACTIVE}" in (systemd / "aib-agent-ready.service").read_text(encoding="utf-8")
-    for unit in agent.CLOUD_INIT_UNITS:
+    assert "e2scrub_reap.service" in agent.SKIPPED_UNITS
+    for unit in agent.SKIPPED_UNITS:
         dropin = (systemd / f"{unit}.d/50-aib-agent.conf").read_text(encoding="utf-8")
         assert f"ConditionPathExists=!{agent.ACTIVE}" in dropin  # a /run flag: nothing persists in the image
     assert agent.ACTIVE.startswith("/run/")
@@ -50,6 +53,35 @@ async def test_the_seed_carries_the_agent_marker_next_to_plain_cloud_config(tmp_
     finally:
         iso.close()
     assert agent.MARKER == seed.AGENT_MARKER
+
+
+async def test_the_agent_reads_the_build_user_and_host_keys_from_the_seeds_user_data(tmp_path: Path) -> None:
+    """The shell agent's parsers (run here by the host's sh and awk) against the user-data the seed writes."""
+    keys = await seed.generate_keys()
+    user_data = tmp_path / "user-data"
+    user_data.write_text(seed.user_data("packer", keys), encoding="utf-8")
+    script = tmp_path / "aib-agent"
+    script.write_text(agent.SCRIPT, encoding="utf-8")
+
+    def ask(function: str) -> str:
+        out = subprocess.run(
+            ["sh", "-c", f'. "$0"; UD="$1"; {function}', str(script), str(user_data)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    assert ask("awk '/^  - name: / { print $3; exit }' \"$UD\"").strip() == "packer"
+    assert ask("value shell").strip() == "/bin/sh"
+    assert ask("value sudo | sed 's/^\"//; s/\"$//'").strip() == "ALL=(ALL) NOPASSWD:ALL"
+    assert ask("keys").splitlines() == [keys.client_public]
+    for kind, key in keys.host.items():
+        public = bytes(key.export_public_key("openssh")).decode().strip()
+        private = asyncssh.import_private_key(ask(f"block {kind}_private"))
+        assert bytes(private.export_public_key("openssh")).decode().strip() == public
+        assert ask(f"top {kind}_public").strip() == public
+    assert ask("block nothing_private") == ""
 
 
 def test_the_agent_is_part_of_the_base_image_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:

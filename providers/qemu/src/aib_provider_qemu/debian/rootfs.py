@@ -44,6 +44,9 @@ ssh_pwauth: false
 disable_root: true
 # /etc/hosts names the instance's hostname (from the seed), so sudo can resolve it.
 manage_etc_hosts: true
+# Debian's locale-gen ignores its argument, so cloud-init's default locale (en_US.UTF-8, not generated in this
+# minimal image) fails its locale module and the first boot ends in "status: error". C.UTF-8 is built into glibc.
+locale: C.UTF-8
 """
 
 
