@@ -10,11 +10,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from aib_sdk.artifact_store import ArtifactStore, DirectoryStore
 from aib_sdk.cli import main
 from aib_sdk.config import Config
 from aib_sdk.engines.temporal.capabilities import Capabilities, activity_queue, build_needs
 from aib_sdk.engines.temporal.client import result_from_json
-from aib_sdk.engines.temporal.inputs import ArtifactStore, InputFile, local_path_of, upload_inputs
+from aib_sdk.engines.temporal.inputs import InputFile, fetch_input, local_path_of, upload_inputs
 from aib_sdk.engines.temporal.request import options_from_request
 from aib_sdk.engines.temporal.settings import TemporalSettings
 from aib_sdk.errors import FetchError, UsageError
@@ -45,22 +46,22 @@ def test_settings_from_config_and_flags() -> None:
 def test_store_round_trip_and_tamper_detection(tmp_path: Path) -> None:
     src = tmp_path / "script.sh"
     src.write_text("echo hi\n")
-    store = ArtifactStore(str(tmp_path / "store"))
+    store = ArtifactStore(DirectoryStore(str(tmp_path / "store")))
 
     async def go() -> None:
         digest, size = await store.put(src)
         assert digest == hashlib.sha256(b"echo hi\n").hexdigest() and size == 8
         assert await store.put(src) == (digest, size)  # content-addressed: uploaded once
         item = InputFile(src.as_uri(), digest, "script.sh", size)
-        copy = await store.get(item, tmp_path / "worker")
+        copy = await fetch_input(store, item, tmp_path / "worker")
         assert copy.read_text() == "echo hi\n" and copy.parent.name == digest
         copy.unlink()
-        store.blob(digest).write_text("echo evil\n")  # tampered with in the store
+        (tmp_path / "store" / "sha256" / digest).write_text("echo evil\n")  # tampered with in the store
         with pytest.raises(FetchError, match="does not match its digest"):
-            await store.get(item, tmp_path / "worker")
+            await fetch_input(store, item, tmp_path / "worker")
         assert not (tmp_path / "worker" / digest / "script.sh").exists()
         with pytest.raises(FetchError, match="missing from the artifact store"):
-            await store.get(InputFile("x", "0" * 64, "x", 1), tmp_path / "worker")
+            await fetch_input(store, InputFile("x", "0" * 64, "x", 1), tmp_path / "worker")
 
     anyio.run(go)
 

@@ -29,9 +29,10 @@ from temporalio.worker import (
     WorkerTuner,
 )
 
+from aib_sdk.artifact_store import open_artifact_store
+
 from .activity import BuildActivities
 from .capabilities import Capabilities, worker_capabilities
-from .inputs import ArtifactStore
 from .settings import TemporalSettings, _identity
 from .workflow import BuildWorkflow
 
@@ -90,7 +91,7 @@ async def run_worker(
         raise UsageError("this machine has no usable build host; install one (e.g. aib-provider-qemu)")
     client = await settings.connect()
     identity = identity or _identity()
-    store = ArtifactStore(settings.artifact_store) if settings.artifact_store else None
+    store = open_artifact_store(settings.artifact_store, plugins, config) if settings.artifact_store else None
     activities = BuildActivities(plugins, config, caps, store, identity)
     slots = BuildSlots(max_builds)
     tuner = WorkerTuner.create_composite(
