@@ -176,3 +176,19 @@ def test_cli_usage_errors(tmp_path: Path, aib_home, capsys, tiny_guest_source) -
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"source": tiny_guest_source, "distribute": [{"type": "Nope"}]}))
     assert main(["build", str(bad), "--temporal", "127.0.0.1:1"]) == 1  # template errors surface before submitting
+
+
+def test_workers_advertise_the_accelerator_their_build_hosts_probe(aib_plugins) -> None:
+    """The accelerator comes from the build host's own probe (QEMU: KVM module, /dev/kvm and a test boot), not
+    from /dev/kvm alone; a host without a probe advertises none."""
+    from aib_provider_qemu import hooks as qemu_hooks
+    from aib_sdk.engines.temporal.capabilities import probe_accelerator
+    from aib_sdk.plugins.manager import PluginManager
+
+    qemu = PluginManager(entry_points=False, plugins=[qemu_hooks])
+    for setting in ("tcg", "kvm"):
+        config = Config({"qemu": {"accel": setting}}, env={})
+        assert anyio.run(probe_accelerator, qemu, config, ("qemu",)) == setting
+    fake_hosts = tuple(aib_plugins.registry.build_hosts)
+    assert anyio.run(probe_accelerator, aib_plugins, Config({}, env={}), fake_hosts) == "none"
+    assert anyio.run(probe_accelerator, qemu, Config({}, env={}), ()) == "none"

@@ -14,6 +14,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from temporalio.worker import (
 from aib_sdk.artifact_store import open_artifact_store
 
 from .activity import BuildActivities
-from .capabilities import Capabilities, worker_capabilities
+from .capabilities import Capabilities, probe_accelerator, worker_capabilities
 from .settings import TemporalSettings, _identity
 from .workflow import BuildWorkflow
 
@@ -84,6 +85,7 @@ async def run_worker(
 ) -> None:
     """Serve builds until SIGTERM/SIGINT (or cancellation)."""
     caps = await anyio.to_thread.run_sync(worker_capabilities, plugins, config)
+    caps = replace(caps, accelerator=await probe_accelerator(plugins, config, caps.build_hosts))
     queues = caps.queues(settings.task_queue)
     if not queues:
         from aib_sdk.errors import UsageError
