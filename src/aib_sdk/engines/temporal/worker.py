@@ -138,5 +138,9 @@ async def run_worker(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         with anyio.CancelScope(shield=True):  # a cancelled caller still stops the workers cleanly
-            await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+            # Builds first (stop polling, grace, hand back), while the workflow worker still records what they
+            # send and finish with: it may be the only one left serving the workflows.
+            await asyncio.gather(*(w.shutdown() for w in workers[1:]), return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await workers[0].shutdown()
             await asyncio.gather(*tasks, return_exceptions=True)
