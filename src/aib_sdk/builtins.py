@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from aib_sdk.journal import Releaser
     from aib_sdk.plugins.registry import SpecKind
-    from aib_sdk.protocols import Communicator, Customizer, Distributor
+    from aib_sdk.protocols import BlobStoreOpener, Communicator, Customizer, Distributor
 
 
 @hookimpl
@@ -55,3 +55,10 @@ def aib_register_releasers() -> list[tuple[str, Releaser]]:
     from aib_sdk.journal import release_path
 
     return [("file", release_path)]
+
+
+@hookimpl
+def aib_register_artifact_stores() -> list[tuple[str, BlobStoreOpener]]:
+    from aib_sdk.artifact_store import open_directory_store
+
+    return [("file", open_directory_store)]

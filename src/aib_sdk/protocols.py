@@ -200,3 +200,31 @@ class Distributor(Protocol[SpecT_contra]):
     async def publish(self, artifact: Artifact, spec: SpecT_contra, ctx: RunContext) -> RunOutput:
         """Publish atomically: on failure or cancellation leave nothing half-written behind."""
         ...
+
+
+class BlobStore(Protocol):
+    """Moves whole files to and from one artifact store (a directory, a bucket, a container) by key.
+
+    Keys are ``sha256/<digest>``; :class:`aib_sdk.artifact_store.ArtifactStore` hashes and verifies, so a backend
+    only moves bytes. Plugins register an opener ``(location, config) -> BlobStore`` per URI scheme (hook
+    ``aib_register_artifact_stores``).
+    """
+
+    location: str
+    """Where the store is, for messages (no credentials)."""
+
+    async def has(self, key: str, sha256: str, size: int) -> bool:
+        """Whether ``key`` already holds this content (at least: an object of ``size`` bytes recorded as ``sha256``)."""
+        ...
+
+    async def upload(self, key: str, path: Path, sha256: str, size: int) -> None:
+        """Store ``path`` as ``key``, atomically: readers never see part of it."""
+        ...
+
+    async def download(self, key: str, dest: Path) -> bool:
+        """Write ``key``'s bytes to ``dest``; False when the store has no such key."""
+        ...
+
+
+BlobStoreOpener = Callable[[str, "Config"], BlobStore]
+"""Opens the store a location names (``s3://bucket/prefix`` …) with this machine's configuration."""

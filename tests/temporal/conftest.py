@@ -125,12 +125,14 @@ class Cluster:
         env.update(extra or {})
         return env
 
-    def start_worker(self, name: str, *, max_builds: int = 1, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    def start_worker(
+        self, name: str, *, max_builds: int = 1, grace: float = 5, extra_env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         (self.root / name / "home").mkdir(parents=True, exist_ok=True)
         log = self.root / name / "worker.log"
         out = open(log, "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [str(AIB), "worker", "--temporal", self.address, "--max-builds", str(max_builds), "--grace", "5"],
+            [str(AIB), "worker", "--temporal", self.address, "--max-builds", str(max_builds), "--grace", str(grace)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=self.env(name, extra_env),

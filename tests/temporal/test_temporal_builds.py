@@ -125,6 +125,41 @@ def test_killed_worker_build_completes_on_the_other_worker(cluster, tiny_templat
     assert record["attempts"][0]["worker"] != record["attempts"][1]["worker"]
 
 
+def test_sigterm_lets_a_short_build_finish_and_hands_a_long_one_to_the_other_worker(cluster, tiny_template):
+    """Graceful stop: SIGTERM stops polling; a build that ends within ``--grace`` finishes on the stopping worker,
+    one that does not is cancelled (VM stopped, work files removed) and completes on the other worker."""
+    w1 = cluster.start_worker("w1", grace=2)
+    long = tiny_template("long", [{"type": "Shell", "name": "slow", "inline": ["echo slow-step", "sleep 12"]}])
+    proc = cluster.popen("build", str(long), "--json", "--progress", "plain")
+    read_until(proc, "slow-step", 300)
+    w2 = cluster.start_worker("w2", grace=60)  # starts while w1 holds the build: only a hand-back reaches it
+    w1.proc.send_signal(signal.SIGTERM)
+    assert w1.proc.wait(timeout=90) == 0, w1.output()[-3000:]
+    assert not qemu_processes(w1.home), "the stopping worker left its VM running"
+    assert not list(w1.home.glob("staging/*/runs/*/work")), "work files left behind"
+    stdout, rest = finish(proc, 600)
+    assert proc.returncode == 0, rest[-3000:] + w2.output()[-3000:]
+    result = json.loads(stdout)
+    assert result["lastRunStatus"]["runState"] == "Succeeded"
+    record = json.loads(cluster.aib("show", result["runId"]).stdout)
+    assert [a["attempt"] for a in record["attempts"]] == [1, 2]
+    assert result["runId"] in w1.runs() and result["runId"] in w2.runs()
+
+    short = tiny_template("short", [{"type": "Shell", "name": "brief", "inline": ["echo brief-step", "sleep 3"]}])
+    proc = cluster.popen("build", str(short), "--json", "--progress", "plain")
+    read_until(proc, "brief-step", 300)
+    w2.proc.send_signal(signal.SIGTERM)  # within its 60 s grace: the build finishes here
+    stdout, rest = finish(proc, 300)
+    assert proc.returncode == 0, rest[-3000:] + w2.output()[-3000:]
+    result = json.loads(stdout)
+    assert w2.proc.wait(timeout=60) == 0, w2.output()[-3000:]
+    record = json.loads(cluster.aib("show", result["runId"]).stdout)
+    assert [a["worker"] for a in record["attempts"]] == [record["attempts"][0]["worker"]]  # one attempt only
+    assert result["runId"] in w2.runs()
+    assert not qemu_processes(cluster.root)
+    assert not list(cluster.root.glob("w*/home/staging/*/runs/*/work")), "work files left behind"
+
+
 def test_ctrl_c_cancels_the_remote_run_and_the_worker_cleans_up(cluster, tiny_template):
     worker = cluster.start_worker("w1")
     template = tiny_template(

@@ -10,11 +10,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from aib_sdk.artifact_store import ArtifactStore, DirectoryStore
 from aib_sdk.cli import main
 from aib_sdk.config import Config
 from aib_sdk.engines.temporal.capabilities import Capabilities, activity_queue, build_needs
 from aib_sdk.engines.temporal.client import result_from_json
-from aib_sdk.engines.temporal.inputs import ArtifactStore, InputFile, local_path_of, upload_inputs
+from aib_sdk.engines.temporal.inputs import InputFile, fetch_input, local_path_of, upload_inputs
 from aib_sdk.engines.temporal.request import options_from_request
 from aib_sdk.engines.temporal.settings import TemporalSettings
 from aib_sdk.errors import FetchError, UsageError
@@ -45,22 +46,22 @@ def test_settings_from_config_and_flags() -> None:
 def test_store_round_trip_and_tamper_detection(tmp_path: Path) -> None:
     src = tmp_path / "script.sh"
     src.write_text("echo hi\n")
-    store = ArtifactStore(str(tmp_path / "store"))
+    store = ArtifactStore(DirectoryStore(str(tmp_path / "store")))
 
     async def go() -> None:
         digest, size = await store.put(src)
         assert digest == hashlib.sha256(b"echo hi\n").hexdigest() and size == 8
         assert await store.put(src) == (digest, size)  # content-addressed: uploaded once
         item = InputFile(src.as_uri(), digest, "script.sh", size)
-        copy = await store.get(item, tmp_path / "worker")
+        copy = await fetch_input(store, item, tmp_path / "worker")
         assert copy.read_text() == "echo hi\n" and copy.parent.name == digest
         copy.unlink()
-        store.blob(digest).write_text("echo evil\n")  # tampered with in the store
+        (tmp_path / "store" / "sha256" / digest).write_text("echo evil\n")  # tampered with in the store
         with pytest.raises(FetchError, match="does not match its digest"):
-            await store.get(item, tmp_path / "worker")
+            await fetch_input(store, item, tmp_path / "worker")
         assert not (tmp_path / "worker" / digest / "script.sh").exists()
         with pytest.raises(FetchError, match="missing from the artifact store"):
-            await store.get(InputFile("x", "0" * 64, "x", 1), tmp_path / "worker")
+            await fetch_input(store, InputFile("x", "0" * 64, "x", 1), tmp_path / "worker")
 
     anyio.run(go)
 
@@ -175,3 +176,19 @@ def test_cli_usage_errors(tmp_path: Path, aib_home, capsys, tiny_guest_source) -
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"source": tiny_guest_source, "distribute": [{"type": "Nope"}]}))
     assert main(["build", str(bad), "--temporal", "127.0.0.1:1"]) == 1  # template errors surface before submitting
+
+
+def test_workers_advertise_the_accelerator_their_build_hosts_probe(aib_plugins) -> None:
+    """The accelerator comes from the build host's own probe (QEMU: KVM module, /dev/kvm and a test boot), not
+    from /dev/kvm alone; a host without a probe advertises none."""
+    from aib_provider_qemu import hooks as qemu_hooks
+    from aib_sdk.engines.temporal.capabilities import probe_accelerator
+    from aib_sdk.plugins.manager import PluginManager
+
+    qemu = PluginManager(entry_points=False, plugins=[qemu_hooks])
+    for setting in ("tcg", "kvm"):
+        config = Config({"qemu": {"accel": setting}}, env={})
+        assert anyio.run(probe_accelerator, qemu, config, ("qemu",)) == setting
+    fake_hosts = tuple(aib_plugins.registry.build_hosts)
+    assert anyio.run(probe_accelerator, aib_plugins, Config({}, env={}), fake_hosts) == "none"
+    assert anyio.run(probe_accelerator, qemu, Config({}, env={}), ()) == "none"

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from aib_sdk.journal import Releaser
     from aib_sdk.plugins.registry import SpecKind
-    from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
+    from aib_sdk.protocols import BlobStoreOpener, BuildHost, Communicator, Customizer, Distributor, Source
 
 
 @hookspec
@@ -60,6 +60,16 @@ def aib_register_releasers() -> list[tuple[str, Releaser]]:
 
     ``await release(data, config, options)`` removes one resource a dead run left behind (``data`` is what the run
     journaled) and returns a line saying what it did; it must succeed when the resource is already gone.
+    """
+    return []
+
+
+@hookspec
+def aib_register_artifact_stores() -> list[tuple[str, BlobStoreOpener]]:
+    """Artifact store backends, as ``(uri_scheme, opener)`` (see :mod:`aib_sdk.artifact_store`).
+
+    ``opener(location, config)`` returns a :class:`~aib_sdk.protocols.BlobStore` for a location such as
+    ``s3://bucket/prefix``; it may parse settings but must not do I/O.
     """
     return []
 

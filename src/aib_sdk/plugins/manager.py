@@ -254,6 +254,13 @@ class PluginManager:
                 continue
             for kind, release in releasers:
                 reg.add_named(reg.releasers, "releaser for", release, kind, plugin)
+        for plugin, stores in self._calls(hook.aib_register_artifact_stores):
+            if isinstance(stores, _Failed):
+                reg.broken.setdefault(plugin, f"plugin {plugin!r}: {stores.error}")
+                continue
+            if plugin not in reg.broken:
+                for scheme, opener in stores:
+                    reg.add_named(reg.artifact_stores, "artifact store for", opener, scheme.lower(), plugin)
         # ``_calls`` yields later registrations (third-party plugins) first, so they are asked before the core.
         return reg
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from aib_sdk.journal import Releaser
-    from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
+    from aib_sdk.protocols import BlobStoreOpener, BuildHost, Communicator, Customizer, Distributor, Source
 
 SpecKind = Literal["source", "customizer", "validator", "distributor"]
 SPEC_KINDS: tuple[SpecKind, ...] = ("source", "customizer", "validator", "distributor")
@@ -95,6 +95,8 @@ class Registry:
     """Plugins left out because a class they registered failed :func:`check_class` (plugin → error)."""
     releasers: dict[str, Releaser] = field(default_factory=dict)
     """Journaled resource kind → its release function (hook ``aib_register_releasers``)."""
+    artifact_stores: dict[str, BlobStoreOpener] = field(default_factory=dict)
+    """URI scheme → the opener of its artifact store backend (hook ``aib_register_artifact_stores``)."""
 
     def add_spec_model(self, kind: SpecKind, model: type[BaseModel], plugin: str) -> None:
         name = type_name_of(model)

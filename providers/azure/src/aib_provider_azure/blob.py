@@ -1,4 +1,4 @@
-"""A small Blob service REST client over httpx: page blobs, metadata, Copy Blob, ranged reads, deletes."""
+"""A small Blob service REST client over httpx: page and block blobs, metadata, Copy Blob, ranged reads, deletes."""
 
 from __future__ import annotations
 
@@ -116,6 +116,40 @@ class BlobService:
             params={"comp": "page"},
             headers=headers,
             content=data,
+            ok=(201,),
+        )
+
+    async def put_block_blob(self, blob: BlobRef, data: bytes, metadata: Mapping[str, str]) -> None:
+        """Put Blob (BlockBlob) with its whole content in one request, replacing any blob of that name."""
+        headers = {
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-blob-content-type": "application/octet-stream",
+            "Content-MD5": base64.b64encode(hashlib.md5(data).digest()).decode(),
+            **_meta_headers(metadata),
+        }
+        await self.request("PUT", blob.account, blob.url, what="put blob", headers=headers, content=data, ok=(201,))
+
+    async def put_block(self, blob: BlobRef, block_id: str, data: bytes) -> None:
+        """Put Block: stage one uncommitted block (readers see nothing until :meth:`put_block_list`)."""
+        headers = {"Content-MD5": base64.b64encode(hashlib.md5(data).digest()).decode()}
+        params = {"comp": "block", "blockid": block_id}
+        await self.request(
+            "PUT", blob.account, blob.url, what="put block", params=params, headers=headers, content=data, ok=(201,)
+        )
+
+    async def put_block_list(self, blob: BlobRef, block_ids: list[str], metadata: Mapping[str, str]) -> None:
+        """Put Block List: commit the staged blocks, in order, as the blob's content (atomic)."""
+        body = "".join(f"<Latest>{b}</Latest>" for b in block_ids)
+        content = f'<?xml version="1.0" encoding="utf-8"?><BlockList>{body}</BlockList>'.encode()
+        headers = {"x-ms-blob-content-type": "application/octet-stream", **_meta_headers(metadata)}
+        await self.request(
+            "PUT",
+            blob.account,
+            blob.url,
+            what="put block list",
+            params={"comp": "blocklist"},
+            headers=headers,
+            content=content,
             ok=(201,),
         )
 

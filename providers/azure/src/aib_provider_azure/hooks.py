@@ -1,4 +1,5 @@
-"""The provider's pluggy hooks: Azure distributors (VHD, ManagedImage, SharedImage) and sources, imported lazily."""
+"""The provider's pluggy hooks: Azure distributors (VHD, ManagedImage, SharedImage), sources and the ``az://``
+artifact store, imported lazily."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from aib_sdk.plugins import hookimpl
 
 if TYPE_CHECKING:
     from aib_sdk.journal import Releaser
-    from aib_sdk.protocols import Distributor, Source
+    from aib_sdk.protocols import BlobStoreOpener, Distributor, Source
 
 
 @hookimpl
@@ -36,3 +37,10 @@ def aib_register_releasers() -> list[tuple[str, Releaser]]:
     from aib_provider_azure.release import release_blob, release_resource
 
     return [("azure.blob", release_blob), ("azure.resource", release_resource)]
+
+
+@hookimpl
+def aib_register_artifact_stores() -> list[tuple[str, BlobStoreOpener]]:
+    from aib_provider_azure.artifact_store import open_azure_store
+
+    return [("az", open_azure_store)]

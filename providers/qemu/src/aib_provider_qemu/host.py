@@ -212,6 +212,11 @@ class QemuBuildHost:
         return shutil.which(QemuSettings.from_config(config).binary) is not None
 
     @classmethod
+    async def accelerator(cls, config: Config) -> str:
+        """The accelerator builds here get (``kvm`` only when a probe boot works, else ``tcg``; ``[qemu] accel``)."""
+        return await choose_accel(QemuSettings.from_config(config), None)
+
+    @classmethod
     def cache_facts(cls, config: Config) -> dict[str, object]:
         """Settings that change what a build's disk holds (part of every step-cache key): users and network."""
         settings = QemuSettings.from_config(config)

@@ -1,4 +1,5 @@
-"""Plugin hooks: the ``VHD``→``s3://`` and ``S3Image`` distributors and the ``S3Image`` source."""
+"""Plugin hooks: the ``VHD``→``s3://`` and ``S3Image`` distributors, the ``S3Image`` source and the ``s3://``
+artifact store."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from aib_sdk.plugins import hookimpl
 
 if TYPE_CHECKING:
     from aib_sdk.journal import Releaser
-    from aib_sdk.protocols import Distributor, Source
+    from aib_sdk.protocols import BlobStoreOpener, Distributor, Source
 
 
 @hookimpl
@@ -30,3 +31,10 @@ def aib_register_releasers() -> list[tuple[str, Releaser]]:
     from aib_provider_s3_vhd.multipart import release_upload
 
     return [("s3.multipart", release_upload)]
+
+
+@hookimpl
+def aib_register_artifact_stores() -> list[tuple[str, BlobStoreOpener]]:
+    from aib_provider_s3_vhd.artifact_store import open_s3_store
+
+    return [("s3", open_s3_store)]

@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
+from aib_sdk.artifact_store import ArtifactStore
 from aib_sdk.config import Config
 from aib_sdk.errors import AibError, FetchError, TemplateError, UsageError
 from aib_sdk.events import Event, Progress, WarningEvent
@@ -24,7 +25,7 @@ from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
 
 from .capabilities import Capabilities
-from .inputs import ArtifactStore, InputFile
+from .inputs import InputFile, fetch_input
 from .request import options_from_request
 from .workflow import ACTIVITY_NAME
 
@@ -104,7 +105,7 @@ class BuildActivities:
             return {}
         if self.store is None:
             raise UsageError("the build has local inputs but this worker has no [temporal] artifact_store")
-        return {item.sha256: await self.store.get(item, self.inputs_folder) for item in items}
+        return {item.sha256: await fetch_input(self.store, item, self.inputs_folder) for item in items}
 
     @activity.defn(name=ACTIVITY_NAME)
     async def build(self, request: dict[str, Any]) -> dict[str, Any]:

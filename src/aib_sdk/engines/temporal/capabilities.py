@@ -9,7 +9,6 @@ reaches a worker that has every provider it needs.
 from __future__ import annotations
 
 import itertools
-import os
 import platform
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -98,8 +97,16 @@ def worker_capabilities(plugins: PluginManager, config: Config) -> Capabilities:
             f"this worker has {len(providers)} providers; at most {MAX_PROVIDERS} can be advertised "
             "(block some with AIB_DISABLE_PLUGINS)"
         )
-    accelerator = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
     os_types = tuple(sorted({_GUEST_OS[name] for name in registry.communicators if name in _GUEST_OS}))
-    return Capabilities(
-        frozenset(providers), frozenset(host_providers), tuple(sorted(hosts)), os_types, accelerator=accelerator
-    )
+    return Capabilities(frozenset(providers), frozenset(host_providers), tuple(sorted(hosts)), os_types, "none")
+
+
+async def probe_accelerator(plugins: PluginManager, config: Config, build_hosts: tuple[str, ...]) -> str:
+    """The best accelerator of this machine's usable build hosts, as each host probes it (optional build host
+    member ``async accelerator(config) -> str``, e.g. QEMU's KVM test boot); ``none`` when no host says."""
+    found: set[str] = set()
+    for name in build_hosts:
+        probe = getattr(plugins.registry.build_hosts[name], "accelerator", None)
+        if probe is not None:
+            found.add(str(await probe(config)))
+    return next((a for a in ("kvm", "tcg") if a in found), sorted(found)[0] if found else "none")

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import anyio
 
+from aib_sdk.artifact_store import open_artifact_store
 from aib_sdk.builder.plan import Plan, TemplateInput, make_plan
 from aib_sdk.errors import UsageError
 from aib_sdk.models.loader import read_json_file
@@ -21,7 +22,7 @@ from aib_sdk.profiles import apply_profile_options
 from aib_sdk.staging import new_run_id
 
 from .capabilities import activity_queue, build_needs
-from .inputs import ArtifactStore, InputFile, step_uris, upload_inputs
+from .inputs import InputFile, step_uris, upload_inputs
 from .settings import TemporalSettings
 
 _LOCAL = ("file", "")
@@ -59,7 +60,7 @@ async def make_request(
     spec = plan.source_spec.model_dump(by_alias=True, exclude_none=True)
     if effective.source is not None or _is_file_uri(str(spec.get("uri", ""))):
         source = spec  # the resolved source (a --source path became a DiskImage spec)
-    store = ArtifactStore(settings.artifact_store) if settings.artifact_store else None
+    store = open_artifact_store(settings.artifact_store, plan.plugins, plan.config) if settings.artifact_store else None
     inputs = await upload_inputs(
         store,
         step_uris([s.spec for s in [*plan.steps, *plan.validations]]),

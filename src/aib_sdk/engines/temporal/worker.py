@@ -14,6 +14,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +30,10 @@ from temporalio.worker import (
     WorkerTuner,
 )
 
+from aib_sdk.artifact_store import open_artifact_store
+
 from .activity import BuildActivities
-from .capabilities import Capabilities, worker_capabilities
-from .inputs import ArtifactStore
+from .capabilities import Capabilities, probe_accelerator, worker_capabilities
 from .settings import TemporalSettings, _identity
 from .workflow import BuildWorkflow
 
@@ -83,6 +85,7 @@ async def run_worker(
 ) -> None:
     """Serve builds until SIGTERM/SIGINT (or cancellation)."""
     caps = await anyio.to_thread.run_sync(worker_capabilities, plugins, config)
+    caps = replace(caps, accelerator=await probe_accelerator(plugins, config, caps.build_hosts))
     queues = caps.queues(settings.task_queue)
     if not queues:
         from aib_sdk.errors import UsageError
@@ -90,7 +93,7 @@ async def run_worker(
         raise UsageError("this machine has no usable build host; install one (e.g. aib-provider-qemu)")
     client = await settings.connect()
     identity = identity or _identity()
-    store = ArtifactStore(settings.artifact_store) if settings.artifact_store else None
+    store = open_artifact_store(settings.artifact_store, plugins, config) if settings.artifact_store else None
     activities = BuildActivities(plugins, config, caps, store, identity)
     slots = BuildSlots(max_builds)
     tuner = WorkerTuner.create_composite(
@@ -135,5 +138,9 @@ async def run_worker(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         with anyio.CancelScope(shield=True):  # a cancelled caller still stops the workers cleanly
-            await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+            # Builds first (stop polling, grace, hand back), while the workflow worker still records what they
+            # send and finish with: it may be the only one left serving the workflows.
+            await asyncio.gather(*(w.shutdown() for w in workers[1:]), return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await workers[0].shutdown()
             await asyncio.gather(*tasks, return_exceptions=True)
