@@ -44,9 +44,13 @@ say() {{
 
 # The fixed layout of aib-sdk's user-data (aib_provider_qemu.seed.user_data): two-space indents, block scalars.
 value() {{ awk -v k="    $1: " 'index($0, k) == 1 {{ print substr($0, length(k) + 1); exit }}' "$UD"; }}
-block() {{ awk -v k="  $1: |" '$0 == k {{ f = 1; next }} f && /^    / {{ print substr($0, 5); next }} {{ f = 0 }}' "$UD"; }}
+block() {{
+  awk -v k="  $1: |" '$0 == k {{ f = 1; next }} f && /^    / {{ print substr($0, 5); next }} {{ f = 0 }}' "$UD"
+}}
 top() {{ awk -v k="  $1: " 'index($0, k) == 1 {{ print substr($0, length(k) + 1); exit }}' "$UD"; }}
-keys() {{ awk '/^    ssh_authorized_keys:/ {{ f = 1; next }} f && /^      - / {{ print substr($0, 9); next }} {{ f = 0 }}' "$UD"; }}
+keys() {{
+  awk '/^    ssh_authorized_keys:/ {{ f = 1; next }} f && /^      - / {{ print substr($0, 9); next }} {{ f = 0 }}' "$UD"
+}}
 
 provision() {{
   name=$(awk '/^  - name: / {{ print $3; exit }}' "$UD")
@@ -67,8 +71,9 @@ provision() {{
   for kind in ed25519 rsa ecdsa; do
     private=$(block "${{kind}}_private")
     [ -n "$private" ] || continue
-    printf '%s\n' "$private" > "/etc/ssh/ssh_host_${{kind}}_key" && chmod 600 "/etc/ssh/ssh_host_${{kind}}_key" || return 1
-    top "${{kind}}_public" > "/etc/ssh/ssh_host_${{kind}}_key.pub" && chmod 644 "/etc/ssh/ssh_host_${{kind}}_key.pub"
+    key="/etc/ssh/ssh_host_${{kind}}_key"
+    printf '%s\n' "$private" > "$key" && chmod 600 "$key" || return 1
+    top "${{kind}}_public" > "$key.pub" && chmod 644 "$key.pub"
   done
 }}
 
