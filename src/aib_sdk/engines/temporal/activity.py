@@ -2,7 +2,8 @@
 
 Cancellation from the workflow cancels the Builder (→ ``Canceled``, everything cleaned up) and reports the
 Canceled result. A worker that is stopping hands the build back instead (a retryable error, so another worker
-runs it). Template and usage errors are not retried.
+runs it). Template and usage errors are not retried. A build that reaches a worker with no free slot is handed
+straight back without starting (see :mod:`.slots`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from aib_sdk.plugins.manager import PluginManager
 from .capabilities import Capabilities
 from .inputs import InputFile, fetch_input
 from .request import options_from_request
-from .workflow import ACTIVITY_NAME
+from .slots import BuildSlots
+from .workflow import ACTIVITY_NAME, WORKER_FULL
 
 FLUSH_SECONDS = 0.4
 MAX_BATCH = 400
@@ -90,12 +92,14 @@ class BuildActivities:
         capabilities: Capabilities,
         store: ArtifactStore | None,
         identity: str,
+        slots: BuildSlots,
     ) -> None:
         self.plugins = plugins
         self.config = config
         self.capabilities = capabilities
         self.store = store
         self.identity = identity
+        self.slots = slots
         self.inputs_folder = config.cache / "temporal-inputs"
         """Where verified inputs are kept; the only local files a remote build may read."""
 
@@ -109,18 +113,27 @@ class BuildActivities:
 
     @activity.defn(name=ACTIVITY_NAME)
     async def build(self, request: dict[str, Any]) -> dict[str, Any]:
+        if not self.slots.try_start():
+            raise ApplicationError(f"worker {self.identity} is running {self.slots.limit} build(s)", type=WORKER_FULL)
+        try:
+            return await self._build(request)
+        finally:
+            self.slots.finish()
+
+    async def _build(self, request: dict[str, Any]) -> dict[str, Any]:
         from aib_sdk.builder import Builder
 
         info = activity.info()
+        attempt = info.attempt + int(request.get("attemptsBefore", 0))
         handle = activity.client().get_workflow_handle(info.workflow_id or "")
         beat = info.heartbeat_timeout.total_seconds() / 4 if info.heartbeat_timeout else 5.0
         pump = EventPump(handle, max(0.2, min(beat, 5.0)))
         await handle.signal(
             "attempt",
-            {"attempt": info.attempt, "worker": self.identity, "capabilities": self.capabilities.to_json()},
+            {"attempt": attempt, "worker": self.identity, "capabilities": self.capabilities.to_json()},
         )
-        if info.attempt > 1:
-            pump.sink(WarningEvent(message=f"attempt {info.attempt} of the build runs on worker {self.identity}"))
+        if attempt > 1:
+            pump.sink(WarningEvent(message=f"attempt {attempt} of the build runs on worker {self.identity}"))
         pump_task = asyncio.create_task(pump.run())
         try:
             try:

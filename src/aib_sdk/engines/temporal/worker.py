@@ -2,7 +2,7 @@
 
 One Temporal worker runs the (cheap, deterministic) build workflows on the base task queue; one activity worker
 per capability queue (see :mod:`.capabilities`) runs builds. ``max_builds`` caps the builds running at once
-across all of them: a shared slot supplier stops polling while the machine is full. SIGTERM/SIGINT stop polling
+across all of them (see :mod:`.slots`). SIGTERM/SIGINT stop polling
 and wait up to ``grace`` seconds for running builds; the ones still running are then cancelled, cleaned up and
 handed back to be retried by another worker.
 """
@@ -12,65 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from temporalio.worker import (
-    CustomSlotSupplier,
-    FixedSizeSlotSupplier,
-    SlotMarkUsedContext,
-    SlotPermit,
-    SlotReleaseContext,
-    SlotReserveContext,
-    Worker,
-    WorkerTuner,
-)
+from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 
 from aib_sdk.artifact_store import open_artifact_store
 
 from .activity import BuildActivities
 from .capabilities import Capabilities, probe_accelerator, worker_capabilities
 from .settings import TemporalSettings, _identity
+from .slots import BuildSlots
 from .workflow import BuildWorkflow
 
-RESERVE_POLL_SECONDS = 0.25
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 """Heartbeats reach the server at least this often, so a cancel request reaches a build within about a second."""
 
 if TYPE_CHECKING:
     from aib_sdk.config import Config
     from aib_sdk.plugins.manager import PluginManager
-
-
-class BuildSlots(CustomSlotSupplier):
-    """Build slots shared by every activity worker of this process: a poller may only wait for a build while
-    fewer than ``limit`` builds run here. (The SDK calls the sync methods from its own threads.)"""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
-
-    async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
-        while self.used >= self.limit:  # noqa: ASYNC110 - released from SDK threads; polling keeps it simple
-            await asyncio.sleep(RESERVE_POLL_SECONDS)
-        return SlotPermit()
-
-    def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
-        return SlotPermit() if self.used < self.limit else None
-
-    def mark_slot_used(self, ctx: SlotMarkUsedContext) -> None:
-        with self._lock:
-            self.used += 1
-
-    def release_slot(self, ctx: SlotReleaseContext) -> None:
-        if ctx.slot_info is not None:
-            with self._lock:
-                self.used -= 1
 
 
 async def run_worker(
@@ -94,8 +57,8 @@ async def run_worker(
     client = await settings.connect()
     identity = identity or _identity()
     store = open_artifact_store(settings.artifact_store, plugins, config) if settings.artifact_store else None
-    activities = BuildActivities(plugins, config, caps, store, identity)
     slots = BuildSlots(max_builds)
+    activities = BuildActivities(plugins, config, caps, store, identity, slots)
     tuner = WorkerTuner.create_composite(
         workflow_supplier=FixedSizeSlotSupplier(20),
         activity_supplier=slots,

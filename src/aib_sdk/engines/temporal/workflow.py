@@ -17,6 +17,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 WORKFLOW_NAME = "AibBuild"
 ACTIVITY_NAME = "aib-build"
 NON_RETRYABLE = ["TemplateError", "UsageError"]
+WORKER_FULL = "WorkerFull"
+"""The error type of a build handed back unstarted by a worker with no free slot: queued again, no attempt used."""
+REQUEUE_SECONDS = 0.5
 TIMEOUT_MARGIN = 600.0
 """Seconds an attempt may run past the build timeout (input copies, cleanup) before Temporal stops it."""
 
@@ -48,24 +51,8 @@ class BuildWorkflow:
 
     @workflow.run
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        timeout = float(request["timeout"]) + TIMEOUT_MARGIN
-        attempts = int(request.get("maxAttempts", 3))
         try:
-            result: dict[str, Any] = await workflow.execute_activity(
-                ACTIVITY_NAME,
-                request,
-                task_queue=request["activityQueue"],
-                start_to_close_timeout=timedelta(seconds=timeout),
-                schedule_to_close_timeout=timedelta(seconds=timeout * attempts + float(request.get("queueTimeout", 0))),
-                heartbeat_timeout=timedelta(seconds=float(request["heartbeatTimeout"])),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1),
-                    maximum_interval=timedelta(seconds=30),
-                    maximum_attempts=attempts,
-                    non_retryable_error_types=NON_RETRYABLE,
-                ),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
+            result = await self._build(request)
         except (ActivityError, asyncio.CancelledError) as exc:
             cause = exc.cause if isinstance(exc, ActivityError) else exc
             if isinstance(cause, CancelledError | asyncio.CancelledError):
@@ -85,6 +72,35 @@ class BuildWorkflow:
         self._state["runState"] = result["lastRunStatus"]["runState"]
         self._publish_state()
         return result
+
+    async def _build(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run the build activity until it ends; a build handed back by a full worker before it started is queued
+        again (after :data:`REQUEUE_SECONDS`) with the attempts and time it has left."""
+        timeout = float(request["timeout"]) + TIMEOUT_MARGIN
+        attempts = int(request.get("maxAttempts", 3))
+        deadline = workflow.now() + timedelta(seconds=timeout * attempts + float(request.get("queueTimeout", 0)))
+        while True:
+            try:
+                result: dict[str, Any] = await workflow.execute_activity(
+                    ACTIVITY_NAME,
+                    {**request, "attemptsBefore": len(self._attempts)},
+                    task_queue=request["activityQueue"],
+                    start_to_close_timeout=timedelta(seconds=timeout),
+                    schedule_to_close_timeout=max(deadline - workflow.now(), timedelta(seconds=1)),
+                    heartbeat_timeout=timedelta(seconds=float(request["heartbeatTimeout"])),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=30),
+                        maximum_attempts=max(1, attempts - len(self._attempts)),
+                        non_retryable_error_types=[*NON_RETRYABLE, WORKER_FULL],
+                    ),
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+                return result
+            except ActivityError as exc:
+                if not (isinstance(exc.cause, ApplicationError) and exc.cause.type == WORKER_FULL):
+                    raise
+            await workflow.sleep(REQUEUE_SECONDS)
 
     def _publish_state(self) -> None:
         """Keep the run state in the workflow's memo, so ``aib runs --temporal`` lists it without a query."""
