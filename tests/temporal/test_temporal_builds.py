@@ -61,14 +61,18 @@ def test_concurrent_builds_spread_over_workers_with_inputs_from_the_submitter(cl
     (tmp_path / "files").mkdir()
     (tmp_path / "scripts" / "setup.sh").write_text('#!/bin/sh\necho "script-saw-$(cat /tmp/data.txt)"\n')
     (tmp_path / "files" / "data.txt").write_text("payload-from-the-submitter")
-    steps = [
-        {"type": "File", "name": "data", "sourceUri": "files/data.txt", "destination": "/tmp/data.txt"},
-        {"type": "Shell", "name": "setup", "scriptUri": "scripts/setup.sh"},
-    ]
+
+    def steps(i: int) -> list[dict[str, object]]:  # a first step of its own: no build reuses another's layers
+        return [
+            {"type": "Shell", "name": "own", "inline": [f"echo build-{i}"]},
+            {"type": "File", "name": "data", "sourceUri": "files/data.txt", "destination": "/tmp/data.txt"},
+            {"type": "Shell", "name": "setup", "scriptUri": "scripts/setup.sh"},
+        ]
+
     w1 = cluster.start_worker("w1")
     w2 = cluster.start_worker("w2")
     procs = [
-        cluster.popen("build", str(tiny_template(f"spread{i}", steps)), "--json", "--progress", "plain")
+        cluster.popen("build", str(tiny_template(f"spread{i}", steps(i))), "--json", "--progress", "plain")
         for i in range(3)
     ]
     # Drain every submitter at once (one at a time, the others' pipes could fill and stall them); stop before
