@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -16,7 +16,14 @@ from aib_sdk.events import EventSink
 if TYPE_CHECKING:
     import httpx
 
+    from aib_sdk.artifacts import Artifact
+    from aib_sdk.builder.plan import TargetPlan
+    from aib_sdk.builder.report import TargetOutcome
+    from aib_sdk.context import RunContext
     from aib_sdk.plugins.manager import PluginManager
+
+Publisher = Callable[["Artifact", "Sequence[TargetPlan]", "RunContext"], Awaitable["Mapping[str, TargetOutcome]"]]
+"""Publishes a run's artifact to its targets and returns each target's outcome (see ``BuildOptions.publisher``)."""
 
 
 @dataclass
@@ -78,6 +85,11 @@ class BuildOptions:
     folder, else ``base_directory``; with neither, a template given as a dict is not confined)."""
     run_id: str | None = None
     """The run id to use instead of a fresh one (a remote engine names the run before it starts)."""
+    publisher: Publisher | None = None
+    """An engine's way to publish the targets, e.g. one retryable Temporal activity per target (default: every
+    target in this process, concurrently under ``max_parallel_targets``). It publishes each target with
+    :func:`aib_sdk.builder.distribution.publish_target` and returns the outcomes by run output name; a target it
+    returns no outcome for ends ``Canceled``."""
 
 
 _OVERRIDES: ContextVar[tuple[tuple[str, Any], ...]] = ContextVar("aib_build_option_overrides", default=())

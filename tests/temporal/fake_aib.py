@@ -1,13 +1,20 @@
 """``python fake_aib.py ARGS…``: the real ``aib`` command line with the fake providers in place of the installed
 ones, for Temporal tests whose workers need no VM: provider ``fake`` (``FakeImage``, build host ``fake``,
-``FakeStep``, ``FakeTarget``) and provider ``fake-extra`` (step ``ExtraStep``), so a worker polls two task queues
-(``Q@fake`` and ``Q@fake+fake-extra``). :func:`fake_plugins` gives a submitter the same providers."""
+``FakeStep``, ``FakeTarget``) and provider ``fake-extra`` (step ``ExtraStep``, target ``FlakyTarget``), so a
+worker polls two task queues (``Q@fake`` and ``Q@fake+fake-extra``). :func:`fake_plugins` gives a submitter the
+same providers."""
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import Any, Literal
 
+from aib_sdk.artifacts import Artifact, RunOutput
+from aib_sdk.bases import DistributorBase
+from aib_sdk.context import RunContext
+from aib_sdk.errors import DistributeError
+from aib_sdk.models.specs import DistributorSpec
 from aib_sdk.plugins import hookimpl
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.testing.fakes import FakeStep, FakeStepSpec, fake_plugin
@@ -25,10 +32,33 @@ class ExtraStep(FakeStep):
     validator_model = ExtraStepSpec
 
 
+class FlakyTargetSpec(DistributorSpec):
+    """Target type ``FlakyTarget``: its first ``failures`` publishes in this process fail."""
+
+    type: Literal["FlakyTarget"]
+    failures: int = 1
+
+
+class FlakyTarget(DistributorBase[FlakyTargetSpec]):
+    tries: Counter[tuple[str, str]] = Counter()
+
+    async def publish(self, artifact: Artifact, spec: FlakyTargetSpec, ctx: RunContext) -> RunOutput:
+        key = (ctx.run_id, spec.run_output_name)
+        self.tries[key] += 1
+        if self.tries[key] <= spec.failures:
+            raise DistributeError(f"{spec.run_output_name}: flaky failure {self.tries[key]} of {spec.failures}")
+        uri = f"flaky://{spec.run_output_name}/{self.tries[key]}"
+        return RunOutput(run_output_name=spec.run_output_name, artifact_id=uri, artifact_uri=uri)
+
+
 class ExtraPlugin:
     @hookimpl
     def aib_register_customizers(self) -> list[type[Any]]:
         return [ExtraStep]
+
+    @hookimpl
+    def aib_register_distributors(self) -> list[type[Any]]:
+        return [FlakyTarget]
 
 
 def fake_plugins() -> PluginManager:

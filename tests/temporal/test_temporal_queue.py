@@ -63,11 +63,28 @@ class FakeCluster:
         assert "2 queue(s)" in log.read_text()
         return f"aib@{os.uname().nodename}:{proc.pid}"
 
+    def logs(self) -> str:
+        return "".join(log.read_text()[-2000:] for _, log in self.workers.values())
+
+    def start_publishing(self, targets: list[dict[str, Any]], *extra: str) -> subprocess.Popen[bytes]:
+        """Start ``targets_scenario.py`` on a one-step build publishing to ``targets``."""
+        template = self.root / f"targets-{len(list(self.root.glob('targets-*.json')))}.json"
+        step = {"type": "FakeStep", "name": "work", "commands": ["echo w"]}
+        template.write_text(json.dumps({"source": {"type": "FakeImage"}, "customize": [step], "distribute": targets}))
+        cmd = [sys.executable, str(HERE / "targets_scenario.py"), self.address, self.queue, str(template), *extra]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env("submitter"))
+
+    def published(self, proc: subprocess.Popen[bytes], timeout: float = 120) -> dict[str, Any]:
+        """What ``targets_scenario.py`` printed (its result, events, attempts and activities)."""
+        stdout, stderr = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, stderr.decode()[-4000:] + self.logs()
+        data: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+        return data
+
     def submit(self, count: int, sleep: float) -> list[dict[str, Any]]:
         cmd = [sys.executable, str(HERE / "queue_scenario.py"), self.address, self.queue, str(count), str(sleep)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env("submitter"), timeout=150)
-        logs = "".join(log.read_text()[-2000:] for _, log in self.workers.values())
-        assert proc.returncode == 0, proc.stderr[-4000:] + logs
+        assert proc.returncode == 0, proc.stderr[-4000:] + self.logs()
         results: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])
         return results
 
@@ -98,6 +115,12 @@ def _spans(results: list[dict[str, Any]]) -> dict[str, list[tuple[datetime, date
     return by_worker
 
 
+def _target_states(events: list[dict[str, Any]], name: str) -> list[str]:
+    return [
+        e["state"] for e in events if e["kind"] == "target" and e["region"] is None and e["run_output_name"] == name
+    ]
+
+
 def test_one_slot_holds_across_the_workers_task_queues(fake_cluster: FakeCluster) -> None:
     """Two builds at once on the two task queues of a ``--max-builds 1`` worker: one after the other, and the one
     handed back for want of a slot uses no attempt."""
@@ -123,3 +146,72 @@ def test_twenty_builds_drain_across_workers_within_their_caps(fake_cluster: Fake
         assert _most_at_once(worker_spans) <= caps[worker], (worker, worker_spans)
     big = next(w for w, cap in caps.items() if cap == 2)
     assert _most_at_once(spans[big]) == 2  # the larger worker did run two at once
+
+
+def test_each_target_is_an_activity_retried_on_its_own(fake_cluster: FakeCluster) -> None:
+    """Three targets of one build: one publishes at once, one fails once and succeeds on its retry, one fails every
+    attempt. The run ends PartiallySucceeded naming the broken one; the build itself ran once."""
+    fake_cluster.start_worker("w", max_builds=1)
+    targets = [
+        {"type": "FakeTarget", "runOutputName": "steady"},
+        {"type": "FlakyTarget", "runOutputName": "flaky", "failures": 1},
+        {"type": "FakeTarget", "runOutputName": "broken", "fail": "boom"},
+    ]
+    data = fake_cluster.published(fake_cluster.start_publishing(targets))
+    status = data["result"]["lastRunStatus"]
+    assert status["runState"] == "PartiallySucceeded", status
+    assert "1 of 3 target(s) failed" in status["message"] and "broken" in status["message"]
+    outputs = {name: out["provisioningState"] for name, out in data["result"]["runOutputs"].items()}
+    assert outputs == {"steady": "Succeeded", "flaky": "Succeeded", "broken": "Failed"}
+    assert data["result"]["runOutputs"]["flaky"]["artifactUri"] == "flaky://flaky/2"
+    ends = sorted((a["type"], a["target"] or "", a["attempt"], a["end"]) for a in data["activities"])
+    assert ends == [
+        ("aib-build", "", 1, "completed"),
+        ("aib-publish-target", "broken", 3, "completed"),  # its last attempt's outcome is the target's
+        ("aib-publish-target", "flaky", 2, "completed"),
+        ("aib-publish-target", "steady", 1, "completed"),
+    ]
+    assert _target_states(data["events"], "flaky") == ["Running", "Failed", "Running", "Succeeded"]
+    phases = [e["run_sub_state"] for e in data["events"] if e["kind"] == "phase"]
+    assert phases[-1] == "Distributing"
+
+
+def test_a_worker_killed_while_publishing_hands_the_whole_build_to_another(fake_cluster: FakeCluster) -> None:
+    """``kill -9`` of the worker whose build is publishing: its artifact is gone, so the build runs again on the
+    other worker, which publishes it; the dead worker's target activity is abandoned."""
+    names = {fake_cluster.start_worker(n, max_builds=1): n for n in ("w1", "w2")}
+    proc = fake_cluster.start_publishing([{"type": "FakeTarget", "runOutputName": "slow", "delay": 6}])
+    deadline = time.monotonic() + 60
+    publishing = None
+    while publishing is None:
+        assert time.monotonic() < deadline and proc.poll() is None, "the build never reached its target"
+        for name in ("w1", "w2"):
+            if any("distributing slow" in j.read_text() for j in (fake_cluster.root / name).glob("**/journal.jsonl")):
+                publishing = name
+        time.sleep(0.1)
+    victim = fake_cluster.workers[publishing][0]
+    victim.kill()
+    victim.wait()
+    data = fake_cluster.published(proc)
+    assert data["result"]["lastRunStatus"]["runState"] == "Succeeded", data["result"]["lastRunStatus"]
+    workers = [names[a["worker"]] for a in data["attempts"]]
+    assert workers == [publishing, "w2" if publishing == "w1" else "w1"]
+    builds = [a for a in data["activities"] if a["type"] == "aib-build"]
+    assert [(a["attempt"], a["end"]) for a in builds] == [(2, "completed")]
+    published = [a for a in data["activities"] if a["type"] == "aib-publish-target" and a["end"] == "completed"]
+    assert [a["target"] for a in published] == ["slow"]
+
+
+def test_cancelling_while_publishing_cancels_the_target_activity(fake_cluster: FakeCluster) -> None:
+    """The build activity stops its target activities before it ends ``Canceled``; the worker takes the next
+    build."""
+    fake_cluster.start_worker("w", max_builds=1)
+    slow = {"type": "FakeTarget", "runOutputName": "slow", "delay": 300}
+    data = fake_cluster.published(fake_cluster.start_publishing([slow], "cancel"), timeout=90)
+    assert data["result"]["lastRunStatus"]["runState"] == "Canceled"
+    assert data["result"]["runOutputs"]["slow"]["provisioningState"] == "Canceled"
+    assert [(a["type"], a["end"]) for a in data["activities"]] == [("aib-build", "canceled")]
+    assert _target_states(data["events"], "slow") == ["Running", "Canceled"]  # stopped on the worker
+    assert not list(fake_cluster.root.glob("w/staging/*/runs/*/work")), "work files left behind"
+    results = fake_cluster.submit(1, 0.0)  # the worker's slot was given back
+    assert results[0]["lastRunStatus"]["runState"] == "Succeeded"

@@ -96,8 +96,9 @@ class Distribution:
         return sum(1 for t in self.targets if callable(getattr(t.distributor, "preflight", None)))
 
     async def publish(self, artifact: Artifact) -> None:
-        """Publish to every target at once (at most ``max_parallel_targets`` together). When cancelled, targets that
-        had not finished end ``Canceled`` (those never started without an error)."""
+        """Publish to every target at once (at most ``max_parallel_targets`` together), or through the options'
+        ``publisher``. When cancelled, targets that had not finished end ``Canceled`` (those never started without
+        an error)."""
         limiter = anyio.CapacityLimiter(max(1, self.ctx.options.max_parallel_targets))
         for target in self.targets:
             self.outcomes[target.run_output_name] = TargetOutcome(target.run_output_name, target.type_name, "Running")
@@ -111,9 +112,17 @@ class Distribution:
                     raise
 
         try:
-            async with anyio.create_task_group() as tg:
-                for target in self.targets:
-                    tg.start_soon(one, target)
+            if self.ctx.options.publisher is not None:  # an engine's own way (e.g. one activity per target)
+                outcomes = await self.ctx.options.publisher(artifact, self.targets, self.ctx)
+                self.outcomes.update(
+                    (t.run_output_name, outcomes[t.run_output_name])
+                    for t in self.targets
+                    if t.run_output_name in outcomes
+                )
+            else:
+                async with anyio.create_task_group() as tg:
+                    for target in self.targets:
+                        tg.start_soon(one, target)
         finally:
             for target in self.targets:
                 if self.outcomes[target.run_output_name].state == "Running":

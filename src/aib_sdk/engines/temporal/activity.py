@@ -1,4 +1,5 @@
-"""The build activity: one whole Builder run on one worker, heartbeating, its events pushed back to the workflow.
+"""The build activity: one whole Builder run on one worker, heartbeating, its events pushed back to the workflow;
+its targets are published by activities of their own (:mod:`.targets`).
 
 Cancellation from the workflow cancels the Builder (→ ``Canceled``, everything cleaned up) and reports the
 Canceled result. A worker that is stopping hands the build back instead (a retryable error, so another worker
@@ -29,6 +30,7 @@ from .capabilities import Capabilities
 from .inputs import InputFile, fetch_input
 from .request import options_from_request
 from .slots import BuildSlots
+from .targets import TargetActivities
 from .workflow import ACTIVITY_NAME, WORKER_FULL
 
 FLUSH_SECONDS = 0.4
@@ -93,6 +95,7 @@ class BuildActivities:
         store: ArtifactStore | None,
         identity: str,
         slots: BuildSlots,
+        targets: TargetActivities,
     ) -> None:
         self.plugins = plugins
         self.config = config
@@ -100,6 +103,7 @@ class BuildActivities:
         self.store = store
         self.identity = identity
         self.slots = slots
+        self.targets = targets
         self.inputs_folder = config.cache / "temporal-inputs"
         """Where verified inputs are kept; the only local files a remote build may read."""
 
@@ -147,6 +151,7 @@ class BuildActivities:
                         on_event=pump.sink,
                         base_directory=self.inputs_folder,
                         context=self.inputs_folder,  # nothing else on this machine is readable by the template
+                        publisher=self.targets.publisher(handle, attempt),
                     ),
                 )
                 builder = Builder(request["document"], options=options)

@@ -1,10 +1,10 @@
 """``aib worker``: serve builds from a Temporal cluster with this machine's providers and configuration.
 
 One Temporal worker runs the (cheap, deterministic) build workflows on the base task queue; one activity worker
-per capability queue (see :mod:`.capabilities`) runs builds. ``max_builds`` caps the builds running at once
-across all of them (see :mod:`.slots`). SIGTERM/SIGINT stop polling
-and wait up to ``grace`` seconds for running builds; the ones still running are then cancelled, cleaned up and
-handed back to be retried by another worker.
+per capability queue (see :mod:`.capabilities`) runs builds, and one on this worker's own queue publishes their
+targets (see :mod:`.targets`). ``max_builds`` caps the builds running at once across all of them (see
+:mod:`.slots`). SIGTERM/SIGINT stop polling and wait up to ``grace`` seconds for running builds; the ones still
+running are then cancelled, cleaned up and handed back to be retried by another worker.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .activity import BuildActivities
 from .capabilities import Capabilities, probe_accelerator, worker_capabilities
 from .settings import TemporalSettings, _identity
 from .slots import BuildSlots
+from .targets import TargetActivities, worker_queue
 from .workflow import BuildWorkflow
 
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
@@ -58,7 +59,8 @@ async def run_worker(
     identity = identity or _identity()
     store = open_artifact_store(settings.artifact_store, plugins, config) if settings.artifact_store else None
     slots = BuildSlots(max_builds)
-    activities = BuildActivities(plugins, config, caps, store, identity, slots)
+    targets = TargetActivities(worker_queue(settings.task_queue, identity))
+    activities = BuildActivities(plugins, config, caps, store, identity, slots, targets)
     tuner = WorkerTuner.create_composite(
         workflow_supplier=FixedSizeSlotSupplier(20),
         activity_supplier=slots,
@@ -83,12 +85,20 @@ async def run_worker(
         )
         for queue in queues
     ]
+    target_worker = Worker(
+        client,
+        task_queue=targets.queue,
+        activities=[targets.publish],
+        identity=identity,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(w.run()) for w in workers]
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(w.run()) for w in [*workers, target_worker]]
     if on_ready is not None:
         on_ready(caps, queues)
     try:
@@ -101,9 +111,11 @@ async def run_worker(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         with anyio.CancelScope(shield=True):  # a cancelled caller still stops the workers cleanly
-            # Builds first (stop polling, grace, hand back), while the workflow worker still records what they
-            # send and finish with: it may be the only one left serving the workflows.
+            # Builds first (stop polling, grace, hand back), while their target activities still run here and the
+            # workflow worker still records what they send and finish with: it may be the only one left serving
+            # the workflows.
             await asyncio.gather(*(w.shutdown() for w in workers[1:]), return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await workers[0].shutdown()
+            for worker in (target_worker, workers[0]):
+                with contextlib.suppress(Exception):
+                    await worker.shutdown()
             await asyncio.gather(*tasks, return_exceptions=True)

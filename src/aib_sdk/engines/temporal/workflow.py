@@ -1,12 +1,15 @@
 """The build workflow: one per build. It schedules the build activity on the task queue of the providers the build
 needs, keeps AIB's run state and the event stream the activity pushes (signal ``events``), records every attempt,
-and answers the submitter's ``progress`` query. Cancelling the workflow cancels the activity and waits for its
-cleanup. Deterministic: only the standard library and temporalio are imported here.
+and answers the submitter's ``progress`` query. When the build reaches its targets, the activity asks (signal
+``distribute``) for one ``aib-publish-target`` activity per target on its worker's own queue; they run
+concurrently, each with its own retries (see :mod:`.targets`). Cancelling the workflow cancels the activity and
+waits for its cleanup. Deterministic: only the standard library and temporalio are imported here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +19,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 WORKFLOW_NAME = "AibBuild"
 ACTIVITY_NAME = "aib-build"
+PUBLISH_ACTIVITY = "aib-publish-target"
+TARGET_FAILED = "TargetFailed"
+NO_SUCH_BUILD = "NoSuchBuild"
+"""A target activity reached a worker that no longer holds that build attempt (it ended or the worker restarted)."""
 NON_RETRYABLE = ["TemplateError", "UsageError"]
 WORKER_FULL = "WorkerFull"
 """The error type of a build handed back unstarted by a worker with no free slot: queued again, no attempt used."""
@@ -48,9 +55,12 @@ class BuildWorkflow:
         self._state: dict[str, Any] = {"runState": "Running", "runSubState": "Queued"}
         self._attempts: list[dict[str, Any]] = []
         self._result: dict[str, Any] | None = None
+        self._request: dict[str, Any] = {}
+        self._targets: list[asyncio.Task[None]] = []
 
     @workflow.run
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._request = request
         try:
             result = await self._build(request)
         except (ActivityError, asyncio.CancelledError) as exc:
@@ -100,7 +110,36 @@ class BuildWorkflow:
             except ActivityError as exc:
                 if not (isinstance(exc.cause, ApplicationError) and exc.cause.type == WORKER_FULL):
                     raise
+            finally:
+                await self._stop_targets()
             await workflow.sleep(REQUEUE_SECONDS)
+
+    async def _publish_target(self, queue: str, attempt: int, name: str) -> None:
+        """One target's activity, retried on its own; its outcome reaches the build activity on its worker."""
+        request = self._request
+        attempts = int(request.get("maxAttempts", 3))
+        with contextlib.suppress(ActivityError):
+            await workflow.execute_activity(
+                PUBLISH_ACTIVITY,
+                {"runId": request["runId"], "attempt": attempt, "target": name, "maxAttempts": attempts},
+                task_queue=queue,
+                start_to_close_timeout=timedelta(seconds=float(request["timeout"]) + TIMEOUT_MARGIN),
+                heartbeat_timeout=timedelta(seconds=float(request["heartbeatTimeout"])),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=attempts,
+                    non_retryable_error_types=[NO_SUCH_BUILD],
+                ),
+                cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
+            )
+
+    async def _stop_targets(self) -> None:
+        """The build attempt ended: cancel its target activities still going (e.g. on a worker that died)."""
+        targets, self._targets = self._targets, []
+        for task in targets:
+            task.cancel()
+        await asyncio.gather(*targets, return_exceptions=True)
 
     def _publish_state(self) -> None:
         """Keep the run state in the workflow's memo, so ``aib runs --temporal`` lists it without a query."""
@@ -121,6 +160,11 @@ class BuildWorkflow:
         self._events.extend(batch)
         if (self._state["runState"], self._state["runSubState"]) != before:
             self._publish_state()
+
+    @workflow.signal(name="distribute")
+    def distribute(self, data: dict[str, Any]) -> None:
+        for name in data["targets"]:
+            self._targets.append(asyncio.create_task(self._publish_target(data["queue"], data["attempt"], name)))
 
     @workflow.signal(name="attempt")
     def add_attempt(self, attempt: dict[str, Any]) -> None:
