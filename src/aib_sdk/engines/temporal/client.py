@@ -156,8 +156,8 @@ class RemoteRun:
                 yield EVENT_ADAPTER.validate_python(raw)
             final = data.get("result") is not None or data["state"].get("runState") in FINAL_STATES
             if final and await self._closed():  # the workflow sets its result just before it closes
-                data = await self.progress(cursor)
-                for raw in data["events"]:
+                # The rest from the history: a closed workflow's query needs a worker, and the last one may be gone.
+                for raw in (await self._from_history())["events"][cursor:]:
                     yield EVENT_ADAPTER.validate_python(raw)
                 return
             await asyncio.sleep(poll)
