@@ -1,7 +1,8 @@
 """``python queue_scenario.py ADDRESS TASK_QUEUE COUNT SLEEP``: the submitter of the queue tests. Submits COUNT
 builds at once on the fake providers of :mod:`fake_aib` (every other one needs ``fake-extra`` too, so they go to
 both of a worker's task queues), each with a step of SLEEP seconds; waits for all; prints one JSON list: each
-build's result with the worker and attempts that ran it."""
+build's result with the worker and attempts that ran it. ``… events RUN_ID`` prints the kinds of a run's events
+(``RemoteRun.events``)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,16 @@ async def scenario(address: str, queue: str, count: int, sleep: float) -> list[d
     return results
 
 
+async def event_kinds(address: str, queue: str, run_id: str) -> list[str]:
+    engine = TemporalEngine(TemporalSettings(address=address, task_queue=queue))
+    return [event.kind async for event in (await engine.run(run_id)).events(poll=0.1)]
+
+
 if __name__ == "__main__":
-    data = anyio.run(scenario, sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    if sys.argv[3] == "events":
+        data: Any = anyio.run(event_kinds, sys.argv[1], sys.argv[2], sys.argv[4])
+    else:
+        data = anyio.run(scenario, sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     print(json.dumps(data, default=str))
     sys.stdout.flush()
     os._exit(0)

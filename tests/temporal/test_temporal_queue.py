@@ -215,3 +215,17 @@ def test_cancelling_while_publishing_cancels_the_target_activity(fake_cluster: F
     assert not list(fake_cluster.root.glob("w/staging/*/runs/*/work")), "work files left behind"
     results = fake_cluster.submit(1, 0.0)  # the worker's slot was given back
     assert results[0]["lastRunStatus"]["runState"] == "Succeeded"
+
+
+def test_a_finished_runs_events_need_no_worker(fake_cluster: FakeCluster) -> None:
+    """Once the build's worker has stopped, the run's events still come, from the workflow history."""
+    fake_cluster.start_worker("w", max_builds=1)
+    (result,) = fake_cluster.submit(1, 0.0)
+    proc, _ = fake_cluster.workers.pop("w")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    cmd = [sys.executable, str(HERE / "queue_scenario.py"), fake_cluster.address, fake_cluster.queue, "events"]
+    out = subprocess.run([*cmd, result["runId"]], capture_output=True, text=True, env=fake_cluster.env("s"), timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    kinds = json.loads(out.stdout.strip().splitlines()[-1])
+    assert kinds[0] == "run-started" and kinds[-1] == "run-finished" and "target" in kinds, kinds

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from aib_sdk.builder.plan import TemplateInput
 
 POLL_SECONDS = 0.3
+CLOSED_QUERY_SECONDS = 5.0
+"""How long a closed run's last events are asked of a worker before they are read from the history instead."""
 _STATUS_STATES = {
     "RUNNING": "Running",
     "CANCELED": "Canceled",
@@ -143,11 +145,17 @@ class RemoteRun:
         from temporalio.service import RPCError
 
         cursor = 0
+        if await self._closed():  # a finished run: its history holds everything, no worker needed
+            for raw in (await self._from_history())["events"]:
+                yield EVENT_ADAPTER.validate_python(raw)
+            return
         while True:
             try:
                 data = await self.progress(cursor)
             except RPCError:  # no worker has run the workflow yet (queries need one), or it is gone
                 if await self._closed():
+                    for raw in await self._events_after(cursor):
+                        yield EVENT_ADAPTER.validate_python(raw)
                     return
                 await asyncio.sleep(poll)
                 continue
@@ -156,11 +164,22 @@ class RemoteRun:
                 yield EVENT_ADAPTER.validate_python(raw)
             final = data.get("result") is not None or data["state"].get("runState") in FINAL_STATES
             if final and await self._closed():  # the workflow sets its result just before it closes
-                # The rest from the history: a closed workflow's query needs a worker, and the last one may be gone.
-                for raw in (await self._from_history())["events"][cursor:]:
+                for raw in await self._events_after(cursor):
                     yield EVENT_ADAPTER.validate_python(raw)
                 return
             await asyncio.sleep(poll)
+
+    async def _events_after(self, cursor: int) -> list[dict[str, Any]]:
+        """The events after ``cursor`` of a closed run: from a worker when one answers, else from the history (a
+        closed workflow's query needs a worker, and the last one may have stopped)."""
+        from temporalio.service import RPCError
+
+        try:
+            data = await self.handle.query("progress", cursor, rpc_timeout=timedelta(seconds=CLOSED_QUERY_SECONDS))
+            events: list[dict[str, Any]] = data["events"]
+        except (RPCError, TimeoutError):
+            events = (await self._from_history())["events"][cursor:]
+        return events
 
     async def _closed(self) -> bool:
         description = await self.handle.describe()
