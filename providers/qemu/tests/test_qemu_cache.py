@@ -262,6 +262,7 @@ async def test_resume_no_cache_ls_and_prune_from_the_cli(
     layers = json.loads(out)
     assert code == 0 and sorted(layer["step"] for layer in layers) == ["one", "two"]
     assert all(layer["template"] == "cache-vm" and layer["size"] > 0 for layer in layers)
+    assert all(layer["ramState"] for layer in layers)  # kept with each layer, counted in its size
 
     code, _, err = await anyio.to_thread.run_sync(lambda: aib("build", str(file), "--no-cache", "--progress", "plain"))
     assert code == 0 and "cached (layer" not in err
