@@ -333,6 +333,8 @@ class QemuBuildHost:
         machine: QemuMachine | None = None
         started = time.monotonic()
         try:
+            if image.path.name.split(".", 1)[0] != saved.layer or saved.state.parent != image.path.parent:
+                raise BuildHostError("it was not saved with this disk")  # RAM and disk must be one moment's
             access = await anyio.to_thread.run_sync(ramstate.read_access, saved.access)
             seed_iso, client_key = directory / "seed.iso", directory / "id_ed25519"
             await anyio.to_thread.run_sync(write_private, seed_iso, access.seed)

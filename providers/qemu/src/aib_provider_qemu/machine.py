@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import importlib
 import os
 import shlex
@@ -261,7 +262,7 @@ class QemuMachine:
             template_digest=ctx.template_digest,
             run_id=ctx.run_id,
             template_name=ctx.template_name,
-            source_image=self.image,
+            source_image=dataclasses.replace(self.image, saved_state=None),  # the state belongs to a layer only
         )
 
     async def snapshot(
