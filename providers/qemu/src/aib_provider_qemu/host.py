@@ -358,7 +358,7 @@ class QemuBuildHost:
             await self._attach(machine)
             await machine.wait_ready(min(settings.boot_timeout, RESUME_TIMEOUT))
             await layers.settle_restored(machine.communicator, saved.boot_id)
-        except (BuildHostError, CommunicatorError, OSError) as exc:
+        except Exception as exc:  # whatever went wrong, the layer itself still boots
             ctx.warn(f"the RAM state of layer {saved.layer[:12]} could not be resumed ({exc}); booting the layer")
             if machine is not None:
                 with cleanup_scope(CLEANUP_TIMEOUT):
