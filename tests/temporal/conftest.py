@@ -12,7 +12,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,3 +205,25 @@ def tiny_template(tmp_path: Path, tiny_guest_source: dict[str, str]) -> Callable
         return path
 
     return make
+
+
+@pytest.fixture
+def most_at_once() -> Callable[[list[dict[str, Any]]], dict[str, int]]:
+    """The most builds each worker ran at once (by worker identity), from build results' start and end times
+    (each result with its ``worker``, as ``queue_scenario.py`` prints them)."""
+    return _most_at_once
+
+
+def _most_at_once(results: list[dict[str, Any]]) -> dict[str, int]:
+    edges: dict[str, list[tuple[datetime, int]]] = {}
+    for r in results:
+        status = r["lastRunStatus"]
+        points = edges.setdefault(r["worker"], [])
+        points += [(datetime.fromisoformat(status["startTime"]), 1), (datetime.fromisoformat(status["endTime"]), -1)]
+    most: dict[str, int] = {}
+    for worker, points in edges.items():
+        running = 0
+        for _, step in sorted(points):  # an end sorts before a start at the same instant
+            running += step
+            most[worker] = max(most.get(worker, 0), running)
+    return most

@@ -1,7 +1,8 @@
 """``python queue_scenario.py ADDRESS TASK_QUEUE COUNT SLEEP``: the submitter of the queue tests. Submits COUNT
 builds at once on the fake providers of :mod:`fake_aib` (every other one needs ``fake-extra`` too, so they go to
 both of a worker's task queues), each with a step of SLEEP seconds; waits for all; prints one JSON list: each
-build's result with the worker and attempts that ran it. ``… events RUN_ID`` prints the kinds of a run's events
+build's result with the worker and attempts that ran it. ``… files T1.json T2.json …`` does the same for those
+templates with the installed providers; ``… events RUN_ID`` prints the kinds of a run's events
 (``RemoteRun.events``)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +19,7 @@ from fake_aib import fake_plugins
 from aib_sdk.config import Config
 from aib_sdk.engines.temporal import TemporalEngine, TemporalSettings
 from aib_sdk.options import BuildOptions
+from aib_sdk.plugins.manager import PluginManager
 
 
 def template(i: int, sleep: float) -> dict[str, Any]:
@@ -27,11 +30,9 @@ def template(i: int, sleep: float) -> dict[str, Any]:
     }
 
 
-async def scenario(address: str, queue: str, count: int, sleep: float) -> list[dict[str, Any]]:
-    plugins = fake_plugins()
-    options = BuildOptions(plugins=plugins, config=Config({}))
+async def scenario(address: str, queue: str, templates: list[Any], options: BuildOptions) -> list[dict[str, Any]]:
     engine = TemporalEngine(TemporalSettings(address=address, task_queue=queue, heartbeat_timeout=10))
-    runs = [await engine.submit(template(i, sleep), options) for i in range(count)]
+    runs = [await engine.submit(t, options) for t in templates]
     results: list[dict[str, Any]] = []
 
     async def wait(run: Any) -> None:
@@ -51,10 +52,15 @@ async def event_kinds(address: str, queue: str, run_id: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    if sys.argv[3] == "events":
-        data: Any = anyio.run(event_kinds, sys.argv[1], sys.argv[2], sys.argv[4])
+    address, queue, what, *rest = sys.argv[1:]
+    if what == "events":
+        data: Any = anyio.run(event_kinds, address, queue, rest[0])
+    elif what == "files":
+        options = BuildOptions(plugins=PluginManager(), config=Config.load(None))
+        data = anyio.run(scenario, address, queue, [Path(f) for f in rest], options)
     else:
-        data = anyio.run(scenario, sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        options = BuildOptions(plugins=fake_plugins(), config=Config({}))
+        data = anyio.run(scenario, address, queue, [template(i, float(rest[0])) for i in range(int(what))], options)
     print(json.dumps(data, default=str))
     sys.stdout.flush()
     os._exit(0)

@@ -7,6 +7,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -209,3 +210,25 @@ def test_worker_without_the_needed_provider_never_takes_the_build(cluster, tiny_
         assert json.loads(stdout)["lastRunStatus"]["runState"] == "Succeeded"
     assert len(able.runs()) == 2
     assert unable.runs() == []
+
+
+def test_twenty_templates_drain_across_two_workers_within_their_caps(cluster, tiny_template, most_at_once):
+    """20 tiny-guest templates submitted at once to workers of ``--max-builds`` 2 and 1: all succeed, both workers
+    build, and each runs up to its cap at once and never more (from each run's start and end time)."""
+    caps = {"a": 2, "b": 1}
+    workers = {name: cluster.start_worker(name, max_builds=cap) for name, cap in caps.items()}
+    by_identity = {f"aib@{os.uname().nodename}:{w.proc.pid}": name for name, w in workers.items()}
+    files = [
+        str(tiny_template(f"queue{i}", [{"type": "Shell", "name": "own", "inline": [f"echo q{i}"]}])) for i in range(20)
+    ]
+    scenario = [sys.executable, str(Path(__file__).with_name("queue_scenario.py")), cluster.address, cluster.queue]
+    proc = subprocess.run(
+        [*scenario, "files", *files], capture_output=True, text=True, env=cluster.env("s"), timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + "".join(w.output()[-2000:] for w in workers.values())
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 20
+    assert all(r["lastRunStatus"]["runState"] == "Succeeded" for r in results)
+    most = {by_identity[worker]: n for worker, n in most_at_once(results).items()}
+    assert most == caps  # both took builds, each ran up to its cap at once and never more
+    assert not qemu_processes(cluster.root)
