@@ -150,11 +150,14 @@ def test_each_target_is_an_activity_retried_on_its_own(fake_cluster: FakeCluster
     assert phases[-1] == "Distributing"
 
 
-def test_a_worker_killed_while_publishing_hands_the_whole_build_to_another(fake_cluster: FakeCluster) -> None:
-    """``kill -9`` of the worker whose build is publishing: its artifact is gone, so the build runs again on the
-    other worker, which publishes it; the dead worker's target activity is abandoned."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_a_worker_stopped_while_publishing_hands_the_whole_build_to_another(
+    fake_cluster: FakeCluster, sig: signal.Signals
+) -> None:
+    """``kill -9`` of the worker whose build is publishing, or SIGTERM with a publish longer than its 5 s grace:
+    its artifact is gone, so the build runs again on the other worker, which publishes it."""
     names = {fake_cluster.start_worker(n, max_builds=1): n for n in ("w1", "w2")}
-    proc = fake_cluster.start_publishing([{"type": "FakeTarget", "runOutputName": "slow", "delay": 6}])
+    proc = fake_cluster.start_publishing([{"type": "FakeTarget", "runOutputName": "slow", "delay": 8}])
     deadline = time.monotonic() + 60
     publishing = None
     while publishing is None:
@@ -164,8 +167,11 @@ def test_a_worker_killed_while_publishing_hands_the_whole_build_to_another(fake_
                 publishing = name
         time.sleep(0.1)
     victim = fake_cluster.workers[publishing][0]
-    victim.kill()
-    victim.wait()
+    victim.send_signal(sig)
+    assert victim.wait(timeout=60) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+    if sig == signal.SIGTERM:  # a graceful stop cleans up what it hands back
+        runs = fake_cluster.root / publishing / "staging"
+        assert list(runs.glob("*/runs/*/run.json")) and not list(runs.glob("*/runs/*/work")), "work files left"
     data = fake_cluster.published(proc)
     assert data["result"]["lastRunStatus"]["runState"] == "Succeeded", data["result"]["lastRunStatus"]
     workers = [names[a["worker"]] for a in data["attempts"]]
