@@ -157,7 +157,8 @@ def test_a_worker_stopped_while_publishing_hands_the_whole_build_to_another(
     """``kill -9`` of the worker whose build is publishing, or SIGTERM with a publish longer than its 5 s grace:
     its artifact is gone, so the build runs again on the other worker, which publishes it."""
     names = {fake_cluster.start_worker(n, max_builds=1): n for n in ("w1", "w2")}
-    proc = fake_cluster.start_publishing([{"type": "FakeTarget", "runOutputName": "slow", "delay": 8}])
+    # 15 s: far past the stopping worker's 5 s grace, also when this machine is slow to notice and signal
+    proc = fake_cluster.start_publishing([{"type": "FakeTarget", "runOutputName": "slow", "delay": 15}])
     deadline = time.monotonic() + 60
     publishing = None
     while publishing is None:
@@ -168,18 +169,18 @@ def test_a_worker_stopped_while_publishing_hands_the_whole_build_to_another(
         time.sleep(0.1)
     victim = fake_cluster.workers[publishing][0]
     victim.send_signal(sig)
-    assert victim.wait(timeout=60) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+    assert victim.wait(timeout=60) == (0 if sig == signal.SIGTERM else -signal.SIGKILL), fake_cluster.logs()
     if sig == signal.SIGTERM:  # a graceful stop cleans up what it hands back
         runs = fake_cluster.root / publishing / "staging"
         assert list(runs.glob("*/runs/*/run.json")) and not list(runs.glob("*/runs/*/work")), "work files left"
     data = fake_cluster.published(proc)
     assert data["result"]["lastRunStatus"]["runState"] == "Succeeded", data["result"]["lastRunStatus"]
     workers = [names[a["worker"]] for a in data["attempts"]]
-    assert workers == [publishing, "w2" if publishing == "w1" else "w1"]
+    assert workers == [publishing, "w2" if publishing == "w1" else "w1"], data["attempts"]
     builds = [a for a in data["activities"] if a["type"] == "aib-build"]
-    assert [(a["attempt"], a["end"]) for a in builds] == [(2, "completed")]
+    assert [(a["attempt"], a["end"]) for a in builds] == [(2, "completed")], data["activities"]
     published = [a for a in data["activities"] if a["type"] == "aib-publish-target" and a["end"] == "completed"]
-    assert [a["target"] for a in published] == ["slow"]
+    assert [a["target"] for a in published] == ["slow"], data["activities"]
 
 
 def test_cancelling_while_publishing_cancels_the_target_activity(fake_cluster: FakeCluster) -> None:
