@@ -500,8 +500,8 @@ class Execution:
     def _deprovisioner(self, os_type: str) -> type[Customizer] | None:
         """The hidden last step for ``os_type``: a customizer marked ``hidden`` whose ``os_types`` (a class
         attribute; absent: every OS) has the guest's OS (``Deprovision``, ``WindowsDeprovision`` …)."""
-        for runner in self.plan.plugins.registry.customizers.values():
-            if getattr(runner, "hidden", False) and os_type in getattr(runner, "os_types", (os_type,)):
+        for runner in self.plan.plugins.hidden_customizers():
+            if os_type in getattr(runner, "os_types", (os_type,)):
                 return runner
         return None
 
