@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -11,6 +12,7 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
+from aib_sdk import disks
 from aib_sdk.builder import Builder
 from aib_sdk.context import StepContext
 from aib_sdk.errors import UsageError
@@ -137,6 +139,32 @@ async def test_source_and_vm_profile_are_part_of_the_key(layered: FakePlugin, ru
     bigger = _template("echo one", vmProfile={"vmSize": "Standard_D4s_v3"})
     await run_build(bigger)
     assert _finished(aib_events) == [("s1", False)]
+
+
+async def test_the_source_disk_is_read_once_per_version(
+    layered: FakePlugin, run_build: RunBuild, aib_events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base disk's digest (part of the key) is recorded with its device, inode, size, mtime and ctime: an
+    unchanged disk is not read again, and one rewritten in place with the same size (mtime put back) is."""
+    reads: list[Path] = []
+    real = disks.sha256_file
+
+    async def counted(path: Path, on_progress: disks.ProgressHandler | None = None) -> str:
+        reads.append(path)
+        return await real(path, on_progress)
+
+    monkeypatch.setattr(disks, "sha256_file", counted)
+    await run_build(_template("echo one"))
+    assert len(reads) == 1
+    base = reads[0]
+    await run_build(_template("echo one"))
+    assert len(reads) == 1 and _finished(aib_events)[-1] == ("s1", True)
+    stat = base.stat()
+    base.write_bytes(base.read_bytes().upper())  # same size, other content
+    os.utime(base, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    aib_events.clear()
+    await run_build(_template("echo one"))
+    assert reads == [base, base] and _finished(aib_events) == [("s1", False)]
 
 
 async def test_no_cache_runs_everything_and_stores_nothing(

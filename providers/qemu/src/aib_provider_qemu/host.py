@@ -370,10 +370,10 @@ class QemuBuildHost:
         network: Network | None = None,
     ) -> None:
         image, ctx, settings = machine.image, machine.ctx, machine.settings
-        base_info = await disks.info(image.path, image.format)
         size = None
         if vm.os_disk_size_gb:
             wanted = vm.os_disk_size_gb * GIB
+            base_info = await disks.info(image.path, image.format)
             if wanted >= base_info.virtual_size:
                 size = wanted
             else:
