@@ -12,7 +12,6 @@ import anyio
 import pytest
 from pydantic import BaseModel
 
-from aib_sdk import disks
 from aib_sdk.builder import Builder
 from aib_sdk.context import StepContext
 from aib_sdk.errors import UsageError
@@ -142,18 +141,11 @@ async def test_source_and_vm_profile_are_part_of_the_key(layered: FakePlugin, ru
 
 
 async def test_the_source_disk_is_read_once_per_version(
-    layered: FakePlugin, run_build: RunBuild, aib_events, monkeypatch: pytest.MonkeyPatch
+    layered: FakePlugin, run_build: RunBuild, aib_events, sha256_reads: list[Path]
 ) -> None:
     """The base disk's digest (part of the key) is recorded with its device, inode, size, mtime and ctime: an
     unchanged disk is not read again, and one rewritten in place with the same size (mtime put back) is."""
-    reads: list[Path] = []
-    real = disks.sha256_file
-
-    async def counted(path: Path, on_progress: disks.ProgressHandler | None = None) -> str:
-        reads.append(path)
-        return await real(path, on_progress)
-
-    monkeypatch.setattr(disks, "sha256_file", counted)
+    reads = sha256_reads
     await run_build(_template("echo one"))
     assert len(reads) == 1
     base = reads[0]
