@@ -109,6 +109,8 @@ NOT_ASKED = (
     "aib_provider_qemu.debian",
     "aib_provider_qemu.catalogue",
     "aib_provider_qemu.tiny_source",
+    "aib_sdk.communicators.winrm.communicator",  # a Linux guest needs no WinRM (nor its HTTP and SOAP stack)
+    "httpx",
 )
 
 

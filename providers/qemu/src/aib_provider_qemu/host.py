@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import anyio
 import anyio.to_thread
@@ -34,7 +34,6 @@ from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.communicators.ssh import SshCommunicator
-from aib_sdk.communicators.winrm import WinRMCommunicator
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildError, BuildHostError, CommunicatorError
@@ -197,7 +196,9 @@ def _read_host_key_setting(value: str) -> list[str]:
     return [value]
 
 
-def _check_protocols() -> None:  # static conformance checks for mypy
+if TYPE_CHECKING:  # static conformance checks for mypy (the WinRM stack loads for Windows guests only)
+    from aib_sdk.communicators.winrm import WinRMCommunicator
+
     _c: type[Communicator] = SshCommunicator
     _w: type[Communicator] = WinRMCommunicator
 

@@ -1,6 +1,33 @@
-"""The WinRM communicator: WS-Management over httpx (NTLM sealing over HTTP, Basic/NTLM over HTTPS)."""
+"""The WinRM communicator: WS-Management over httpx (NTLM sealing over HTTP, Basic/NTLM over HTTPS).
 
-from aib_sdk.communicators.winrm.communicator import WinRMCommunicator
-from aib_sdk.communicators.winrm.session import AuthenticationError, CertificatePinError, ConnectionLost
+The names below load on first use, so that importing a light submodule (``scripts``) or a module that only names
+the communicator in annotations does not load the HTTP and SOAP stack (a Linux build never needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aib_sdk.communicators.winrm.communicator import WinRMCommunicator
+    from aib_sdk.communicators.winrm.session import AuthenticationError, CertificatePinError, ConnectionLost
+
+_EXPORTS = {
+    "WinRMCommunicator": "aib_sdk.communicators.winrm.communicator",
+    "AuthenticationError": "aib_sdk.communicators.winrm.session",
+    "CertificatePinError": "aib_sdk.communicators.winrm.session",
+    "ConnectionLost": "aib_sdk.communicators.winrm.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aib_sdk.communicators.winrm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["AuthenticationError", "CertificatePinError", "ConnectionLost", "WinRMCommunicator"]
