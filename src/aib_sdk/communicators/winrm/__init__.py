@@ -6,8 +6,9 @@ the communicator in annotations does not load the HTTP and SOAP stack (a Linux b
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aib_sdk.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from aib_sdk.communicators.winrm.communicator import WinRMCommunicator
@@ -21,13 +22,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aib_sdk.communicators.winrm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["AuthenticationError", "CertificatePinError", "ConnectionLost", "WinRMCommunicator"]
