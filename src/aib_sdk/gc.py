@@ -200,7 +200,7 @@ async def _collect_run(
     )
     journal = Journal(state.path)
     for entry in reversed(state.open_entries):
-        release = plugins.releaser(entry.kind)
+        release = await anyio.to_thread.run_sync(plugins.releaser, entry.kind)  # may import its provider
         label = entry.what or entry.kind
         if release is None:
             run.releases.append(Release(entry.kind, label, False, f"{label}: no installed provider releases it"))
