@@ -111,3 +111,6 @@ def test_a_recorded_implementation_that_is_gone_means_the_full_registry(installe
     config = Config.load()
     spec = installed.spec_registry.spec_models["source"]["DiskImage"].model_validate(SOURCES[0])
     assert PluginManager().source_for(spec, config) is installed.source_for(spec, config)
+    recorded = catalog.load(set())  # collecting wrote the catalogue again, with the class where it is now
+    assert recorded is not None and recorded.implementations is not None
+    assert "no_such_module_anywhere:Gone" not in {row.ref for row in recorded.implementations["source"]}

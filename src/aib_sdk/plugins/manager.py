@@ -74,7 +74,6 @@ class PluginManager:
         # The catalogue describes the installation: only a manager of exactly the installed plugins may use it.
         self._catalog_eligible = entry_points and builtins
         self._owners: dict[Any, str] = {}  # what lazy routing imported → its plugin
-        self._lazy_failed = False  # a recorded implementation did not import: route with the full registry
         self._warned = False
         if builtins:
             from aib_sdk import builtins as builtin_hooks
@@ -289,7 +288,7 @@ class PluginManager:
     def _routes(self) -> dict[str, list[Implementation]] | None:
         """The catalogue's implementations while routing may import only what it asks for; ``None``: route with the
         :attr:`registry` (collected already, no current catalogue, or a recorded implementation is gone)."""
-        if self._registry is not None or self._lazy_failed:
+        if self._registry is not None:
             return None
         found = self._catalog_from_disk()
         if found is None or found.implementations is None:
@@ -310,8 +309,8 @@ class PluginManager:
             if wanted(row):
                 try:
                     obj = catalog.resolve(row.ref)
-                except Exception:  # gone or failing since recorded: collecting decides (a broken plugin is left out)
-                    self._lazy_failed = True
+                except Exception:  # gone or failing since recorded: collect (a broken plugin is left out), record anew
+                    self._catalog = False
                     return None
                 self._owners[obj] = row.plugin
                 found.append(obj)
