@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +84,22 @@ def qmp_socket(run_dir: Path) -> Path:
     return Path(sockets) / "qmp.sock"
 
 
+def qmp_answers(run_dir: Path) -> bool:
+    """QEMU has started: its QMP socket is in the journal and answers."""
+    try:
+        socket = qmp_socket(run_dir)
+    except (OSError, ValueError):
+        return False
+    return anyio.run(process.qmp_command, socket, "query-status")
+
+
 def inject(phase: str, tmp_path: Path, run_dir: Path) -> None:
     """The phase's fault: QEMU is killed while booting; the VM crashes for good (QMP ``quit``) mid-step or while
     rebooting; the capture's fault (a full disk) needs no action: AIB_HOME is a small tmpfs."""
     if phase == "boot":
+        # once QEMU answers on QMP the builder sees it started (it polls every 50 ms): the kill lands in the boot
+        wait_until(lambda: qmp_answers(run_dir), timeout=60)
+        time.sleep(1)
         for line in qemu_processes(tmp_path):
             process.send(int(line.split()[0]), signal.SIGKILL)
     elif phase in ("step", "reboot"):
