@@ -1,6 +1,7 @@
 """The quick commands load what they need only: no provider SDK, and with a current plugin catalogue no provider
-implementation and no event loop; ``aib build`` imports only the providers its template routes to. Asserted on ``sys.modules`` of a real ``aib`` run in a fresh interpreter (what is
-imported is behaviour; how long it takes is measured in ``benchmarks/bench_cli_startup.py``)."""
+implementation and no event loop; ``aib build`` imports only the providers its template routes to. Asserted on
+``sys.modules`` of a real ``aib`` run in a fresh interpreter (what is imported is behaviour; how long it takes is
+measured in ``benchmarks/bench_cli_startup.py`` and ``benchmarks/bench_qemu_build.py``)."""
 
 from __future__ import annotations
 
