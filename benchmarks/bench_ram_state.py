@@ -9,8 +9,9 @@ On the tiny guest (or ``--guest debian``): boot, run a step, then
   (same client key, same pinned host key: the guest is the one that was saved).
 
 Both are timed from "start QEMU" to "a command ran over SSH", alternating for ``--rounds`` rounds; the save
-cost (migration time, file size) is reported too. Prints ratio RAM restore / disk boot. Measurement only: the
-step cache does not use RAM state (docs/caching.md says why).
+cost (migration time, file size) is reported too. Prints ratio RAM restore / disk boot. The primitives measured
+here are the ones the step cache uses (``[cache] ram_state``, docs/caching.md); ``bench_step_cache.py`` measures
+whole rebuilds with and without them.
 
 Usage: ``python benchmarks/bench_ram_state.py [--guest tiny|debian] [--rounds 3]``.
 """

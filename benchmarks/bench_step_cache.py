@@ -5,8 +5,11 @@ cheap steps, then a qcow2 ``DiskFile`` output. Measured in one run, with one fre
 
 - **no cache**: ``cache=False`` — what every build cost before the cache (the baseline);
 - **cold**: cache on, empty store — the same work plus a layer after each step;
-- **last step changed**: only step 3's command differs — steps 1-2 come from layers;
-- **unchanged**: the same template again — every step from layers.
+- **last step changed**: only step 3's command differs — steps 1-2 come from layers, and the build resumes the RAM
+  state kept with layer 2 instead of booting it (``[cache] ram_state``, the default);
+- **unchanged**: the same template again — every step from layers (the last one's RAM state resumed);
+- **last step changed, booted**: step 3 changed again, with ``ram_state=False`` — layer 2 is booted (the step
+  cache without RAM state).
 
 Ratios are against the **cold** build (goal: last-step rebuild ≤ 0.2x); each build's time is split into boot,
 steps, layers, capture and distribution from its run.json, so the report says where the rest goes.
@@ -52,11 +55,11 @@ def template(source: dict[str, str], expensive: float, last: str, out: Path) -> 
     }
 
 
-async def build(env: dict[str, str], doc: dict[str, Any], *, cache: bool) -> dict[str, Any]:
+async def build(env: dict[str, str], doc: dict[str, Any], *, cache: bool, ram_state: bool = True) -> dict[str, Any]:
     events: list[Event] = []
     options = BuildOptions(
         config=Config({}, env), build_host="qemu", on_event=events.append, timeout=3600, cache=cache,
-        template_name="bench-step-cache",
+        ram_state=ram_state, template_name="bench-step-cache",
     )  # fmt: skip
     builder = Builder(doc, options=options)
     started = time.perf_counter()
@@ -77,6 +80,7 @@ async def build(env: dict[str, str], doc: dict[str, Any], *, cache: bool) -> dic
     return {
         "seconds": round(elapsed, 2),
         "cached": [e.cached for e in steps],
+        "resumed": any(e.ram_state for e in steps),
         "boot": round(phases.get("Building", 0.0), 2),
         "steps": round(step_seconds, 2),
         "layers": round(layer_seconds, 2),
@@ -96,6 +100,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         runs["cold"] = await build(env, template(source, args.expensive, "v1", out), cache=True)
         runs["last step changed"] = await build(env, template(source, args.expensive, "v2", out), cache=True)
         runs["unchanged"] = await build(env, template(source, args.expensive, "v2", out), cache=True)
+        runs["last step changed, booted"] = await build(
+            env, template(source, args.expensive, "v3", out), cache=True, ram_state=False
+        )
     cold = runs["cold"]["seconds"]
     report = {
         "guest": args.guest,
@@ -104,6 +111,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "ratios": {
             "lastStepChanged/cold": round(runs["last step changed"]["seconds"] / cold, 3),
             "unchanged/cold": round(runs["unchanged"]["seconds"] / cold, 3),
+            "lastStepChangedBooted/cold": round(runs["last step changed, booted"]["seconds"] / cold, 3),
             "cold/noCache": round(cold / runs["no cache"]["seconds"], 3),
         },
         "goal": "lastStepChanged/cold <= 0.2",
@@ -113,11 +121,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def show(report: dict[str, Any]) -> None:
     print(f"guest {report['guest']}, step 1 = sleep {report['expensiveSeconds']:g}s (stand-in for a long install)")
-    print(f"  {'run':<18} {'total':>7} {'boot':>6} {'steps':>6} {'layers':>6} {'other':>6} {'distr':>6}  cached")
+    print(f"  {'run':<26} {'total':>7} {'boot':>6} {'steps':>6} {'layers':>6} {'other':>6} {'distr':>6}  cached")
     for name, run in report["runs"].items():
-        cached = "".join("C" if c else "r" for c in run["cached"])
+        cached = "".join("C" if c else "r" for c in run["cached"]) + (" (RAM state resumed)" if run["resumed"] else "")
         print(
-            f"  {name:<18} {run['seconds']:>6.1f}s {run['boot']:>5.1f}s {run['steps']:>5.1f}s "
+            f"  {name:<26} {run['seconds']:>6.1f}s {run['boot']:>5.1f}s {run['steps']:>5.1f}s "
             f"{run['layers']:>5.1f}s {run['customizeOther']:>5.1f}s {run['distribute']:>5.1f}s  {cached}"
         )
     for name, value in report["ratios"].items():

@@ -13,6 +13,40 @@ DiskInterface = Literal["virtio", "nvme", "scsi", "ide"]
 
 
 @dataclass(frozen=True)
+class SavedState:
+    """A build VM's RAM and device state, kept by the step cache with a disk layer, that a build host may resume
+    instead of booting that layer (see :class:`aib_sdk.protocols.LayeredMachine`).
+
+    ``state`` is in the host's own format (QEMU: a migration stream); ``access`` is a 0600 file with what
+    reconnecting to the saved guest needs (its client key, pinned host keys); ``shape`` is the digest of the VM it
+    was saved from (a host resumes only an identical VM); ``boot_id`` is the guest's boot id when it was saved (a
+    resumed guest must show it); ``layer`` is the layer's key (for messages).
+    """
+
+    state: Path
+    access: Path
+    shape: str
+    boot_id: str
+    layer: str
+
+
+@dataclass
+class StateRequest:
+    """Where a machine's :meth:`~aib_sdk.protocols.LayeredMachine.snapshot` may save its RAM state with a layer;
+    the machine fills ``shape`` and ``boot_id`` when it did, or ``refusal`` (why not) when it could not."""
+
+    state: Path
+    access: Path
+    shape: str = ""
+    boot_id: str = ""
+    refusal: str = ""
+
+    @property
+    def saved(self) -> bool:
+        return bool(self.shape)
+
+
+@dataclass(frozen=True)
 class DiskImage:
     """A bootable base disk resolved from a template's ``source``, on local disk.
 
@@ -20,7 +54,9 @@ class DiskImage:
     ``source.exactVersion`` in the run result. ``kernel``/``initrd``/``kernel_args`` enable direct kernel boot
     for disks without a bootloader. ``access`` says how the guest takes the build key: ``"cloud-init"`` (a NoCloud
     seed) or ``"static"`` (credentials from provider settings). ``attributes`` carries provider-specific facts
-    (for example the tiny test guest's pinned host keys) without widening this contract.
+    (for example the tiny test guest's pinned host keys) without widening this contract. ``saved_state``: the
+    step cache found a RAM state of this disk (a layer) that the host may resume instead of booting; a host that
+    cannot (or finds it unusable) boots the disk.
     """
 
     path: Path
@@ -35,6 +71,7 @@ class DiskImage:
     disk_interface: DiskInterface = "virtio"
     access: Literal["cloud-init", "static"] = "cloud-init"
     attributes: dict[str, str] = field(default_factory=dict)
+    saved_state: SavedState | None = None
 
 
 @dataclass

@@ -64,6 +64,8 @@ class StepFinished(_Event):
     """The step was not run: the build booted a stored disk layer holding its result (the step cache)."""
     layer: str | None = None
     """With ``cached``: the first 12 hex digits of that layer's key."""
+    ram_state: bool = False
+    """With ``cached`` (the last cached step): the build resumed the RAM state kept with that layer, no boot."""
 
 
 class LogLine(_Event):

@@ -48,6 +48,8 @@ class BuildOptions:
       transport seam: a mock, a proxy, an instrumented pool); the runtime's retries wrap it.
     - ``cache``: the step cache (on by default; ``False`` is ``--no-cache``): boot from the longest stored prefix of
       the template's steps and keep a disk layer after each step that runs (docs/caching.md).
+    - ``ram_state``: with the cache, keep the build VM's RAM state with each layer and resume it instead of booting
+      the layer (``False`` is ``--no-ram-state``; ``[cache] ram_state = false`` turns it off for every build).
     - ``resume``: ``--resume [RUN_ID]``: a run id, or ``"latest"`` (the template's last run); reuses every layer
       before the first changed or failed step of that run and reports it.
     """
@@ -70,6 +72,7 @@ class BuildOptions:
     max_parallel_targets: int = 8
     http_transport: httpx.AsyncBaseTransport | None = None
     cache: bool = True
+    ram_state: bool = True
     resume: str | None = None
     base_directory: Path | None = None
     """Directory that relative paths in the template (scripts, files) are resolved against."""

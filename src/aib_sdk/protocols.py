@@ -129,7 +129,12 @@ class LayeredMachine(Protocol):
         """Write the disk's changes since boot or the previous snapshot to ``dest`` (an existing empty file, to
         be written in place), as a layer whose backing file is ``backing``; the VM keeps running. The guest's
         buffers are flushed first (the layer is consistent like a power cut after ``sync``). Return ``False``
-        when this machine cannot (e.g. it has data disks whose state a layer would not hold)."""
+        when this machine cannot (e.g. it has data disks whose state a layer would not hold).
+
+        Optionally (RAM state, ``[cache] ram_state``): a machine with ``saves_state = True`` also accepts
+        ``state=StateRequest(...)`` and then saves its RAM and device state at the very moment the layer is
+        frozen, so that a later build can resume it instead of booting the layer (its host reads
+        ``DiskImage.saved_state`` and sets ``resumed_state`` on the machine it yields)."""
         ...
 
 

@@ -125,11 +125,36 @@ def test_prune_leaves_leased_layers_alone(tmp_path: Path) -> None:
     assert store.lease([_key(1)]) is None  # gone: a lease cannot be taken any more
 
 
+def test_ram_state_is_published_with_its_layer_counted_and_pruned_with_it(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    layer, ram, access = store.new_temp("raw"), store.new_temp("ram"), store.new_temp("access")
+    layer.path.write_bytes(b"layer")
+    ram.path.write_bytes(b"r" * 100)
+    access.path.write_bytes(b"{}")
+    key = _key(1)
+    info = LayerInfo(key=key, parent=None, base="b" * 64, file=f"{key}.raw", format="raw", size=0, created=1.0)
+    info.extra["ramState"] = {"file": f"{key}.ram", "access": f"{key}.access", "shape": "s", "bootId": "b"}
+    outcome, lease = store.publish_leased(layer, info, [(ram, f"{key}.ram"), (access, f"{key}.access")])
+    assert outcome == "stored" and lease is not None
+    lease.close()
+    stored = store.get(key)
+    assert stored is not None and stored.size == 107 and stored.files() == [f"{key}.raw", f"{key}.ram", f"{key}.access"]
+    assert (store.data / f"{key}.access").stat().st_mode & 0o777 == 0o600  # created 0600, linked as is
+    assert list(store.tmp.iterdir()) == [] and store.total_size() == 107
+    # A record naming files outside the layer's own is never followed.
+    stored.extra["ramState"]["file"] = "../../elsewhere"
+    assert stored.files() == [f"{key}.raw", f"{key}.access"]
+    assert [i.key for i in store.prune(max_size=0)] == [key]
+    assert list(store.data.iterdir()) == []
+
+
 def test_crash_leftovers_are_never_used_and_are_swept(tmp_path: Path) -> None:
     store = _store(tmp_path)
     # A writer that died mid-layer: a temporary nobody holds, and a data file whose record was never written.
     (store.tmp / "layer-deadbeef.raw").write_bytes(b"half a layer")
+    (store.tmp / "layer-deadbeef.ram").write_bytes(b"a whole RAM state")
     (store.data / f"{_key(9)}.raw").write_bytes(b"half a layer")
+    (store.data / f"{_key(9)}.ram").write_bytes(b"RAM state of a layer never recorded")
     assert store.get(_key(9)) is None and store.chain(_key(9)) is None
     live = store.new_temp("raw")  # a writer still at work keeps its temporary
     store.prune(older_than=10**9)
@@ -148,6 +173,9 @@ def test_settings_and_parsers(tmp_path: Path) -> None:
         parse_age("soon")
     default = CacheSettings.from_config(Config({}, {"AIB_CACHE": str(tmp_path)}))
     assert default.directory == tmp_path / "layers" and default.max_size == 20 * 1024**3 and default.enabled
+    assert default.ram_state
+    assert not CacheSettings.from_config(Config({"cache": {"ram_state": False}}, {})).ram_state
+    assert not CacheSettings.from_config(Config({}, {"AIB_CACHE_RAM_STATE": "false"})).ram_state
     custom = CacheSettings.from_config(
         Config({"cache": {"max_size": "1G", "enabled": False}}, {"AIB_CACHE_DIR": str(tmp_path / "x")})
     )

@@ -97,3 +97,15 @@ def test_progress_counted_in_steps_is_not_shown_as_bytes() -> None:
         assert rich.bars.tasks[0].fields["amount"] == "1/4 steps"
         rich(Progress(task="upload", label="a.vhd", done=1536, total=4096))
         assert rich.bars.tasks[1].fields["amount"] == "1.5 KiB/4.0 KiB"
+
+
+def test_cached_steps_say_whether_their_ram_state_was_restored() -> None:
+    stream = io.StringIO()
+    display = PlainDisplay(stream)
+    common = {"phase": "customize", "type": "Shell", "ok": True, "duration": 0.0, "cached": True}
+    display(StepFinished(index=0, name="one", layer="3fa1c2d4e5f6", **common))
+    display(StepFinished(index=1, name="two", layer="0123456789ab", ram_state=True, **common))
+    assert stream.getvalue().splitlines() == [
+        "<-- customize[0] one (Shell) cached (layer 3fa1c2d4e5f6)",
+        "<-- customize[1] two (Shell) cached (layer 0123456789ab, RAM state restored)",
+    ]

@@ -102,6 +102,9 @@ def test_worker_options_point_inputs_at_verified_copies(tmp_path: Path) -> None:
     options = options_from_request(request, local, BuildOptions())
     assert options.run_id == request["runId"] and options.params == {"a": "b"} and options.cache
     assert not options_from_request({**request, "cache": False}, local, BuildOptions()).cache
+    assert (
+        options.ram_state and not options_from_request({**request, "ramState": False}, local, BuildOptions()).ram_state
+    )
     assert options.uri_map["scripts/a.sh"] == (tmp_path / "a.sh").as_uri()
     assert options.uri_map["https://mirror.invalid/"] == "https://other.invalid/"
     assert isinstance(options.source, dict) and options.source["uri"] == (tmp_path / "base.qcow2").as_uri()

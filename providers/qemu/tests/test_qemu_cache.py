@@ -19,9 +19,10 @@ import pytest
 from aib_provider_qemu import hooks as qemu_hooks
 from aib_provider_qemu import process
 from aib_sdk.builder import Builder
+from aib_sdk.cache.store import LayerStore
 from aib_sdk.cli import main as aib_main
 from aib_sdk.config import Config
-from aib_sdk.events import LogLine, StepFinished
+from aib_sdk.events import LogLine, StepFinished, WarningEvent
 from aib_sdk.options import BuildOptions
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.result import BuildResult
@@ -160,7 +161,7 @@ async def test_concurrent_identical_builds_share_intact_layers(bench: Bench, tin
         tg.start_soon(build)
     assert [r.run_state for r in results] == ["Succeeded"] * 2, [r.last_run_status.message for r in results]
     assert len(list((bench.layers / "index").glob("*.json"))) == 2
-    for layer in (bench.layers / "data").iterdir():
+    for layer in (bench.layers / "data").glob("*.qcow2"):
         check = await anyio.run_process(["qemu-img", "check", "-q", str(layer)], check=False)
         assert check.returncode == 0, check.stderr
     again = await bench.build(bench.template(tiny_guest_source, steps))
@@ -213,7 +214,9 @@ async def test_a_build_that_crashes_mid_layer_leaves_nothing_a_later_build_uses(
         process.send(pid, signal.SIGKILL)
         await process.wait_exit(pid, 10)
     assert len(list((bench.layers / "index").glob("*.json"))) == 1  # step one's layer only
-    assert [p.stat().st_size > 0 for p in (bench.layers / "tmp").iterdir()] == [True]  # the half layer
+    # The half layer (and the RAM state saved with it, whole but never published).
+    assert sorted(p.suffix for p in (bench.layers / "tmp").iterdir()) == [".access", ".qcow2", ".ram"]
+    assert all(p.stat().st_size > 0 for p in (bench.layers / "tmp").iterdir())
 
     result = await bench.build(template)
     assert result.run_state == "Succeeded", result.last_run_status.message
@@ -259,11 +262,13 @@ async def test_resume_no_cache_ls_and_prune_from_the_cli(
     layers = json.loads(out)
     assert code == 0 and sorted(layer["step"] for layer in layers) == ["one", "two"]
     assert all(layer["template"] == "cache-vm" and layer["size"] > 0 for layer in layers)
+    assert all(layer["ramState"] for layer in layers)  # kept with each layer, counted in its size
 
     code, _, err = await anyio.to_thread.run_sync(lambda: aib("build", str(file), "--no-cache", "--progress", "plain"))
     assert code == 0 and "cached (layer" not in err
     code, out, _ = await anyio.to_thread.run_sync(aib, "cache", "prune", "--max-size", "0")
     assert code == 0 and "removed 2 layer(s)" in out
+    assert list((bench.layers / "data").iterdir()) == []  # RAM state files too
     assert json.loads((await anyio.to_thread.run_sync(aib, "cache", "ls", "--json"))[1]) == []
     assert (await anyio.to_thread.run_sync(aib, "cache", "prune", "--older-than", "soon"))[0] == 1
 
@@ -282,4 +287,108 @@ async def test_a_step_that_reboots_is_cached_once_the_guest_is_back(
     second = await bench.build(bench.template(tiny_guest_source, [reboot, _tee("/after", "two")]))
     assert second.run_state == "Succeeded", second.last_run_status.message
     assert bench.cached() == [("reboot", True), ("after", False)]
+    # RAM state is kept only for layers before a reboot: this rebuild booted the layer.
+    assert "ramState" not in _ram_records(bench)["reboot"]["extra"] and _restored_steps(bench) == []
     assert await bench.read(second, "/before") == b"before\n" and await bench.read(second, "/after") == b"two\n"
+
+
+# RAM state ---------------------------------------------------------------------------------------------------------
+
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def _boot_id_step(name: str, text: str) -> dict[str, Any]:
+    """A step that records its text and the guest's boot id in ``/<name>`` and ``/<name>-boot``."""
+    return {
+        "type": "Shell",
+        "name": name,
+        "inline": [f"echo {text} | sudo tee /{name}", f"sudo cp {BOOT_ID} /{name}-boot"],
+    }
+
+
+def _ram_records(bench: Bench) -> dict[str, dict[str, Any]]:
+    records = [json.loads(p.read_text()) for p in (bench.layers / "index").glob("*.json")]
+    return {record["step"]: record for record in records}
+
+
+def _restored_steps(bench: Bench) -> list[str]:
+    return [e.name for e in bench.events if isinstance(e, StepFinished) and e.ram_state]
+
+
+def _warnings(bench: Bench) -> list[str]:
+    return [e.message for e in bench.events if isinstance(e, WarningEvent)]
+
+
+async def test_a_rebuild_resumes_the_ram_state_instead_of_booting(
+    bench: Bench, tiny_guest_source: dict[str, str]
+) -> None:
+    steps = [_boot_id_step("one", "one"), _tee("/two", "two"), _boot_id_step("three", "three")]
+    cold = await bench.build(bench.template(tiny_guest_source, steps))
+    assert cold.run_state == "Succeeded", cold.last_run_status.message
+    saved_boot = await bench.read(cold, "/one-boot")
+    records = _ram_records(bench)
+    for record in records.values():
+        state = record["extra"]["ramState"]
+        for name in (state["file"], state["access"]):
+            assert (bench.layers / "data" / name).stat().st_mode & 0o777 == 0o600
+        assert record["size"] > (bench.layers / "data" / record["file"]).stat().st_size  # RAM state counted
+    client_key = json.loads((bench.layers / "data" / records["two"]["extra"]["ramState"]["access"]).read_text())
+    secret = client_key["clientKey"].strip().splitlines()[1]
+
+    edited = await bench.build(bench.template(tiny_guest_source, [*steps[:2], _boot_id_step("three", "THREE")]))
+    assert edited.run_state == "Succeeded", edited.last_run_status.message
+    assert bench.cached() == [("one", True), ("two", True), ("three", False)]
+    assert _restored_steps(bench) == ["two"]
+    assert any("RAM state of layer" in line and "restored" in line for line in bench.cache_lines())
+    # No fresh boot: the changed step ran in the very boot that ran step one in the cold build.
+    assert await bench.read(edited, "/three-boot") == saved_boot
+    assert await bench.read(edited, "/three") == b"THREE\n" and await bench.read(edited, "/two") == b"two\n"
+    assert _warnings(bench) == []
+    # The access file's secrets never reach an event (nor, so, a log).
+    assert not any(secret in e.model_dump_json() for e in bench.events)
+
+    bench.env["AIB_CACHE_RAM_STATE"] = "false"
+    booted = await bench.build(bench.template(tiny_guest_source, [*steps[:2], _boot_id_step("three", "3")]))
+    assert booted.run_state == "Succeeded", booted.last_run_status.message
+    assert bench.cached() == [("one", True), ("two", True), ("three", False)] and _restored_steps(bench) == []
+    assert await bench.read(booted, "/three-boot") != saved_boot
+    assert await bench.read(booted, "/three") == b"3\n"
+    assert (
+        "ramState" not in _ram_records(bench)["three"].get("extra", {})
+        or _ram_records(bench)["three"]["run_id"] != booted.run_id
+    )
+
+    # Pruning removes a layer's RAM state with it.
+    removed = LayerStore(bench.layers).prune(max_size=0)
+    assert removed and list((bench.layers / "data").iterdir()) == []
+
+
+async def test_a_damaged_or_foreign_ram_state_falls_back_to_booting(
+    bench: Bench, tiny_guest_source: dict[str, str]
+) -> None:
+    steps = [_boot_id_step("one", "one"), _boot_id_step("two", "two")]
+    cold = await bench.build(bench.template(tiny_guest_source, steps))
+    assert cold.run_state == "Succeeded", cold.last_run_status.message
+    saved_boot = await bench.read(cold, "/one-boot")
+    state = bench.layers / "data" / _ram_records(bench)["one"]["extra"]["ramState"]["file"]
+
+    # Another VM shape (more memory: not part of the layer key): the layer boots, with a warning.
+    other = await bench.build(
+        bench.template(tiny_guest_source, [steps[0], _boot_id_step("two", "memory")]),
+        settings={"qemu": {"memory_mib": 384}},
+    )
+    assert other.run_state == "Succeeded", other.last_run_status.message
+    assert bench.cached() == [("one", True), ("two", False)] and _restored_steps(bench) == []
+    assert any("could not be resumed" in w and "shape" in w for w in _warnings(bench)), _warnings(bench)
+    assert await bench.read(other, "/two-boot") != saved_boot and await bench.read(other, "/two") == b"memory\n"
+
+    # A damaged state file: QEMU refuses it, the layer boots, with a warning.
+    with open(state, "r+b") as fh:
+        fh.seek(state.stat().st_size // 2)
+        fh.write(b"\xff" * 65536)
+        fh.truncate(state.stat().st_size * 3 // 4)
+    damaged = await bench.build(bench.template(tiny_guest_source, [steps[0], _boot_id_step("two", "damaged")]))
+    assert damaged.run_state == "Succeeded", damaged.last_run_status.message
+    assert bench.cached() == [("one", True), ("two", False)] and _restored_steps(bench) == []
+    assert any("could not be resumed" in w for w in _warnings(bench)), _warnings(bench)
+    assert await bench.read(damaged, "/two-boot") != saved_boot and await bench.read(damaged, "/two") == b"damaged\n"

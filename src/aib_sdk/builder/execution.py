@@ -412,6 +412,7 @@ class Execution:
         """The customize steps: those in the cached prefix are reported as cached, each later one runs and (cache
         on, host able) leaves a layer."""
         cache = self.cache
+        resumed = cache is not None and cache.resumed(machine)
         for index, step in enumerate(self.plan.steps):
             name = _step_name(step.spec, step.type_name, index)
             if cache is not None and index < cache.prefix:
@@ -427,6 +428,7 @@ class Execution:
                         duration=0.0,
                         cached=True,
                         layer=layer[:12] if layer else None,
+                        ram_state=resumed and index == cache.prefix - 1,
                     )
                 )
                 continue

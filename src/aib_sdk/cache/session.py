@@ -6,6 +6,11 @@ leases it (pruning leaves it alone) and says which disk to boot. After each step
 the machine for a snapshot (the optional ``snapshot`` member of :class:`~aib_sdk.protocols.LayeredMachine`) and
 publishes it. Build hosts without ``snapshot`` simply do not cache. Deprovisioning, validation and distribution are
 never cached.
+
+RAM state (``[cache] ram_state``, on by default): a machine with ``saves_state`` also saves its RAM and device state
+at the moment each layer is frozen (not after the guest rebooted in this run); the files are published with the
+layer and counted in its size. A rebuild whose top cached layer has one hands it to the build host
+(``DiskImage.saved_state``), which resumes it instead of booting, or boots the layer (with a warning) when it cannot.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import anyio
 from pydantic import BaseModel
 
 from aib_sdk import disks
-from aib_sdk.artifacts import DiskFormat, DiskImage
+from aib_sdk.artifacts import DiskFormat, DiskImage, SavedState, StateRequest
 from aib_sdk.context import RunContext
 from aib_sdk.events import Event, LogLine, WarningEvent
 from aib_sdk.protocols import VmRequest
@@ -29,7 +34,7 @@ from aib_sdk.protocols import VmRequest
 from .inputs import PinnedFetcher, prefetch
 from .keys import root_key, spec_json, step_key
 from .settings import CacheSettings
-from .store import LayerInfo, LayerStore, Lease
+from .store import LayerInfo, LayerStore, Lease, TempLayer
 
 
 @dataclass
@@ -43,6 +48,7 @@ class StepSlot:
     pins: dict[str, Path] = field(default_factory=dict)
     cached: bool = False
     stored: bool = False
+    ram_state: bool = False
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -52,6 +58,7 @@ class StepSlot:
             "key": self.key,
             "cached": self.cached,
             "stored": self.stored,
+            "ramState": self.ram_state,
             "note": self.note,
         }
 
@@ -100,6 +107,10 @@ class StepCache:
         self._publishing = store is not None
         self._top: LayerInfo | None = None
         self.host_name = ""
+        self.ram_state = bool(settings and settings.ram_state and ctx.options.ram_state)
+        """Save RAM state with the layers and resume it (``[cache] ram_state`` and ``BuildOptions.ram_state``)."""
+        self.ram_restored = False
+        self._ram_refusal = ""
 
     @property
     def enabled(self) -> bool:
@@ -203,17 +214,41 @@ class StepCache:
             self._top = chain[-1]
             for earlier in self.slots[: self.prefix]:
                 earlier.cached = True
+            saved = self._saved_state(chain[-1]) if self.ram_state else None
             self.boot_image = dataclasses.replace(
                 self.image,
                 path=store.file_path(chain[-1]),
                 format=cast("DiskFormat", chain[-1].format),
                 sha256=None,
+                saved_state=saved,
             )
+            how = "resuming the RAM state of" if saved is not None else "booting"
             self.log(
-                f"{self.prefix} of {len(self.slots)} step(s) cached: booting layer {chain[-1].key[:12]} "
+                f"{self.prefix} of {len(self.slots)} step(s) cached: {how} layer {chain[-1].key[:12]} "
                 f"(after step {slot.name!r})"
             )
             return
+
+    def _saved_state(self, layer: LayerInfo) -> SavedState | None:
+        """The RAM state stored with ``layer``, if its record names one (the host checks the rest)."""
+        state = layer.ram_state
+        assert self.store is not None
+        if state is None or len(layer.files()) != 3:
+            return None
+        return SavedState(
+            state=self.store.data / str(state["file"]),
+            access=self.store.data / str(state["access"]),
+            shape=str(state.get("shape", "")),
+            boot_id=str(state.get("bootId", "")),
+            layer=layer.key,
+        )
+
+    def resumed(self, machine: Any) -> bool:
+        """Whether ``machine`` resumed the top layer's RAM state (it did not boot); logged once."""
+        if getattr(machine, "resumed_state", False) and not self.ram_restored and self._top is not None:
+            self.ram_restored = True
+            self.log(f"RAM state of layer {self._top.key[:12]} restored: the guest resumed without booting")
+        return self.ram_restored
 
     # During the run ----------------------------------------------------------------------------------------
 
@@ -253,12 +288,26 @@ class StepCache:
         else:
             backing = await anyio.to_thread.run_sync(store.link_base, self.base, self.image.path)
             backing_format = self.image.format
-        temp = await anyio.to_thread.run_sync(store.new_temp, fmt)
-        # Journaled too: after a kill -9, ``aib gc`` removes the half-written layer (a later build never uses it).
-        entry = await self.ctx.journal.acquire("file", {"path": str(temp.path)}, "step-cache layer being written")
+        temps: list[TempLayer] = []
+        entries: list[Any] = []
+
+        async def new_temp(suffix: str) -> TempLayer:
+            temp = await anyio.to_thread.run_sync(store.new_temp, suffix)
+            temps.append(temp)
+            # Journaled too: after a kill -9, ``aib gc`` removes the half-written file (a later build never uses it).
+            entries.append(await self.ctx.journal.acquire("file", {"path": str(temp.path)}, "step-cache layer"))
+            return temp
+
         try:
+            temp = await new_temp(fmt)
+            request: StateRequest | None = None
+            if self.ram_state and not self._ram_refusal and getattr(machine, "saves_state", False):
+                request = StateRequest(state=(await new_temp("ram")).path, access=(await new_temp("access")).path)
             started = anyio.current_time()
-            ok = await snapshot(temp.path, backing, backing_format)
+            if request is not None:
+                ok = await snapshot(temp.path, backing, backing_format, state=request)
+            else:
+                ok = await snapshot(temp.path, backing, backing_format)
             if not ok:
                 self.stop(f"the build VM cannot snapshot its disk ({getattr(machine, 'snapshot_refusal', '')})")
                 return None
@@ -278,27 +327,53 @@ class StepCache:
                 run_id=self.ctx.run_id,
                 source_version=self.image.exact_version,
             )
-            outcome, lease = await anyio.to_thread.run_sync(store.publish_leased, temp, info)
+            extras = self._state_files(slot, request, temps, info)
+            outcome, lease = await anyio.to_thread.run_sync(store.publish_leased, temp, info, extras)
         except Exception as exc:
             self.stop(f"storing the layer after step {slot.name!r} failed: {exc}")
             return None
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(temp.discard)
-                await self.ctx.journal.release(entry)
+                for part in temps:
+                    await anyio.to_thread.run_sync(part.discard)
+                for entry in entries:
+                    await self.ctx.journal.release(entry)
         if outcome == "exists":
             self.stop(f"another build stored the layer of step {slot.name!r} first")
             return None
         if lease is not None:
             self._leases.append(lease)
         slot.stored = True
+        slot.ram_state = info.ram_state is not None
         self._top = info
+        with_state = " with RAM state" if slot.ram_state else ""
         self.log(
-            f"stored layer {info.key[:12]} after step {slot.name!r} "
+            f"stored layer {info.key[:12]}{with_state} after step {slot.name!r} "
             f"({info.size / 1048576:.1f} MiB in {anyio.current_time() - started:.1f}s)"
         )
         await self._evict()
         return info
+
+    def _state_files(
+        self, slot: StepSlot, request: StateRequest | None, temps: list[TempLayer], info: LayerInfo
+    ) -> list[tuple[TempLayer, str]]:
+        """The RAM state files to publish with the layer (recorded in ``info.extra``); none when the machine did
+        not save them (then no later layer of this run gets RAM state either, and the log says why once)."""
+        if request is None:
+            return []
+        if not request.saved:
+            self._ram_refusal = request.refusal or "the build host did not save it"
+            self.log(f"no RAM state with the layer of step {slot.name!r} or later ones: {self._ram_refusal}")
+            return []
+        state, access = temps[1], temps[2]
+        names = (f"{info.key}.ram", f"{info.key}.access")
+        info.extra["ramState"] = {
+            "file": names[0],
+            "access": names[1],
+            "shape": request.shape,
+            "bootId": request.boot_id,
+        }
+        return [(state, names[0]), (access, names[1])]
 
     async def _evict(self) -> None:
         store, settings = self.store, self.settings
@@ -353,6 +428,8 @@ class StepCache:
             "reason": self.reason,
             "directory": str(self.settings.directory) if self.settings else None,
             "cachedSteps": self.prefix,
+            "ramState": self.ram_state,
+            "ramStateRestored": self.ram_restored,
             "resumedFrom": self.resumed_from,
             "steps": [slot.to_json() for slot in self.slots],
         }

@@ -3,6 +3,8 @@
 - ``dir``: where layers live (default ``AIB_CACHE/layers``);
 - ``max_size``: the size cap (``20G`` by default; ``none``: no cap); least recently used layers go first;
 - ``enabled``: ``false`` turns the cache off for every build (``--no-cache`` does it for one);
+- ``ram_state``: keep the build VM's RAM state with each layer and resume it instead of booting the layer
+  (default ``true``; ``--no-ram-state`` turns it off for one build).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class CacheSettings:
     directory: Path
     max_size: int | None
     enabled: bool = True
+    ram_state: bool = True
 
     @classmethod
     def from_config(cls, config: Config) -> CacheSettings:
@@ -83,4 +86,9 @@ class CacheSettings:
             max_size = None
         else:
             max_size = parse_size(raw_max, what="[cache] max_size")
-        return cls(directory=directory, max_size=max_size, enabled=_flag(section.get("enabled"), True))
+        return cls(
+            directory=directory,
+            max_size=max_size,
+            enabled=_flag(section.get("enabled"), True),
+            ram_state=_flag(section.get("ram_state"), True),
+        )

@@ -5,6 +5,8 @@ Layout::
     index/<key>.json    the layer's record (parent, size, created, template, step …); its mtime is the last use.
                         A layer exists exactly when its record does: the record is written last.
     data/<key>.<fmt>    the layer file (qcow2 for QEMU) whose backing file is its parent's file, or bases/<digest>
+    data/<key>.ram      optional: the build VM's RAM state saved with the layer (``extra.ramState`` in the record)
+    data/<key>.access   with it, mode 0600: what reconnecting to the saved guest needs (client key, host keys)
     bases/<sha256>      a symlink to the source disk a chain starts from (re-pointed at every build)
     tmp/                layers being written; a file there is never used, whatever happened to its writer
     lock                serializes publication and pruning (short critical sections)
@@ -25,7 +27,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +61,19 @@ class LayerInfo:
     run_id: str = ""
     source_version: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ram_state(self) -> dict[str, Any] | None:
+        """``extra.ramState``: the RAM state saved with this layer (``file``, ``access``, ``shape``, ``bootId``)."""
+        state = self.extra.get("ramState")
+        return state if isinstance(state, dict) else None
+
+    def files(self) -> list[str]:
+        """The names under ``data/`` this layer owns: its layer file and any RAM state files."""
+        state = self.ram_state or {}
+        names = [state.get(k) for k in ("file", "access")]
+        # Only names of this layer's own files under data/ (a record never points elsewhere).
+        return [self.file, *(n for n in names if isinstance(n, str) and n.startswith(f"{self.key}.") and "/" not in n)]
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -255,18 +270,25 @@ class LayerStore:
             lease.close()
         return outcome
 
-    def publish_leased(self, temp: TempLayer, info: LayerInfo) -> tuple[Literal["stored", "exists"], Lease | None]:
-        """:meth:`publish`, and a lease on the new layer taken before any pruner can see it."""
-        fsync_file(temp.path)
-        info.size = temp.path.stat().st_size
+    def publish_leased(
+        self, temp: TempLayer, info: LayerInfo, extras: Sequence[tuple[TempLayer, str]] = ()
+    ) -> tuple[Literal["stored", "exists"], Lease | None]:
+        """:meth:`publish`, and a lease on the new layer taken before any pruner can see it. ``extras`` are more
+        files of the layer (its RAM state: temporary, name under ``data/``), published with it (the record,
+        written last, names them) and counted in its size."""
+        files = [(temp, info.file), *extras]
+        for part, _ in files:
+            fsync_file(part.path)
+        info.size = sum(part.path.stat().st_size for part, _ in files)
         try:
             with self.locked():
                 if self.get(info.key) is not None:
                     return "exists", None
-                final = self.data / info.file
-                with contextlib.suppress(FileNotFoundError):
-                    final.unlink()  # a file without a record: left by a crash, used by nobody
-                os.link(temp.path, final)
+                for part, name in files:
+                    final = self.data / name
+                    with contextlib.suppress(FileNotFoundError):
+                        final.unlink()  # a file without a record: left by a crash, used by nobody
+                    os.link(part.path, final)
                 _fsync_dir(self.data)
                 record = self.index / f".{info.key}.{secrets.token_hex(6)}.tmp"
                 with open(record, "w", encoding="utf-8") as fh:
@@ -277,7 +299,8 @@ class LayerStore:
                 _fsync_dir(self.index)
                 return "stored", self.lease([info.key])
         finally:
-            temp.discard()
+            for part, _ in files:
+                part.discard()
 
     # Removing ----------------------------------------------------------------------------------------------
 
@@ -335,11 +358,12 @@ class LayerStore:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     return False
-            for info in group:  # record first: from then on nobody can start using the file
+            for info in group:  # record first: from then on nobody can start using the files
                 with contextlib.suppress(FileNotFoundError):
                     self.record_path(info.key).unlink()
-                with contextlib.suppress(FileNotFoundError):
-                    self.file_path(info).unlink()
+                for name in info.files():
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.data / name).unlink()
             return True
         except OSError:
             return False

@@ -100,6 +100,9 @@ def build_parser(plugins: PluginManager | None = None) -> Parser:
     p.add_argument("--trust-on-first-use", action="store_true", help="accept a guest host key that could not be pinned")
     p.add_argument("--no-cache", action="store_true", help="run every step; use and keep no step-cache layers")
     p.add_argument(
+        "--no-ram-state", action="store_true", help="boot cached layers; keep and resume no RAM state with them"
+    )
+    p.add_argument(
         "--resume",
         nargs="?",
         const="latest",

@@ -56,6 +56,7 @@ async def make_options(args: argparse.Namespace, plugins: PluginManager, config:
         create_missing=args.create_missing,
         trust_on_first_use=args.trust_on_first_use,
         cache=not getattr(args, "no_cache", False),
+        ram_state=not getattr(args, "no_ram_state", False),
         resume=getattr(args, "resume", None),
         base_directory=template.absolute().parent,
         context=Path(args.context).expanduser().absolute() if getattr(args, "context", None) else None,

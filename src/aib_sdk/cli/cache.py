@@ -58,6 +58,7 @@ def layer_json(store: LayerStore, info: LayerInfo) -> dict[str, Any]:
         "file": str(store.file_path(info)),
         "format": info.format,
         "size": info.size,
+        "ramState": info.ram_state is not None,
         "created": _iso(info.created),
         "lastUsed": _iso(info.last_used),
         "template": info.template,

@@ -64,6 +64,11 @@ def _step_name(ev: StepStarted | StepFinished) -> str:
     return f"{ev.phase}[{ev.index}] {ev.name} ({ev.type})"
 
 
+def _layer_text(ev: StepFinished) -> str:
+    """``layer 3fa1c2…`` of a cached step, and whether its RAM state was restored (the guest did not boot)."""
+    return f"layer {ev.layer or '?'}" + (", RAM state restored" if ev.ram_state else "")
+
+
 class PlainDisplay:
     """One line per event on ``stream``; progress is printed at each quarter (or every 10 s without a total)."""
 
@@ -102,7 +107,7 @@ class PlainDisplay:
         if isinstance(ev, StepFinished):
             if ev.ok:
                 if ev.cached:
-                    return f"<-- {_step_name(ev)} cached (layer {ev.layer or '?'})"
+                    return f"<-- {_step_name(ev)} cached ({_layer_text(ev)})"
                 return f"<-- {_step_name(ev)} ran, done in {ev.duration:.1f}s"
             code = f" (exit code {ev.exit_code})" if ev.exit_code is not None else ""
             return f"<-- {_step_name(ev)} FAILED after {ev.duration:.1f}s{code}" + (
@@ -215,7 +220,7 @@ class RichDisplay:
             self.step = ""
             if ev.ok:
                 if ev.cached:
-                    self._print(f"✓ {_step_name(ev)} cached (layer {ev.layer or '?'})", "green")
+                    self._print(f"✓ {_step_name(ev)} cached ({_layer_text(ev)})", "green")
                 else:
                     self._print(f"✓ {_step_name(ev)} ran {ev.duration:.1f}s", "green")
             else:

@@ -162,6 +162,8 @@ class SshCommunicator:
         self.trust_on_first_use = trust_on_first_use
         self.machine_alive: Callable[[], bool] | None = None
         """Set by a build host: whether the VM still runs, so waiting for a reboot ends at once when it died."""
+        self.reboots = 0
+        """How many reboots :meth:`wait_rebooted` saw the guest come back from."""
         self._client_keys: list[Any] = [str(k) if isinstance(k, Path) else k for k in client_keys]
         # Parsed (and asyncssh imported) on first use: a build host makes the communicator before QEMU starts.
         self._host_key_lines = _key_lines(host_keys)
@@ -427,6 +429,7 @@ class SshCommunicator:
                 await anyio.sleep(min(PROBE_INTERVAL, max(0.0, deadline - time.monotonic())))
                 continue
             if current != previous_boot_id:
+                self.reboots += 1
                 return
             self._drop()
             await anyio.sleep(PROBE_INTERVAL)

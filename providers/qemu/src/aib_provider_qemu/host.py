@@ -17,23 +17,25 @@ import functools
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import anyio
 import anyio.to_thread
 
 from aib_provider_qemu import accel as accel_mod
 from aib_provider_qemu import child as qemu_child
-from aib_provider_qemu import seed, vmsizes, windows
+from aib_provider_qemu import layers, ramstate, seed, vmsizes, windows
 from aib_provider_qemu.machine import QemuMachine
 from aib_provider_qemu.network import Network, network_for, nic_args
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
+from aib_sdk.cache.settings import CacheSettings
 from aib_sdk.communicators.ssh import SshCommunicator
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
@@ -44,6 +46,8 @@ from aib_sdk.runtime import cleanup_scope
 
 GIB = 1024**3
 CLEANUP_TIMEOUT = 60.0
+RESUME_TIMEOUT = 120.0
+"""Seconds a resumed guest may take to answer over SSH before the build boots the layer instead."""
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 _ACCEL_CACHE: dict[str, accel_mod.Accel] = {}
@@ -263,33 +267,19 @@ class QemuBuildHost:
         machine: QemuMachine | None = None
         children: list[qemu_child.QemuChild] = []
         try:
-            winrm: windows.WinRMAccess | None = None
-            if image.os_type == "Windows":
-                winrm, seed_iso = await self._windows_access(image, ctx, settings, directory)
-                communicator: SshCommunicator | WinRMCommunicator = windows.communicator(winrm, 0)
-                client_key = known_hosts = None
-            else:
-                communicator, seed_iso, client_key, known_hosts = await self._access(image, ctx, settings, directory)
-            machine = QemuMachine(
-                image=image,
-                ctx=ctx,
-                settings=settings,
-                directory=directory,
-                socket_dir=socket_dir,
-                overlay=directory / "os-disk.qcow2",
-                communicator=communicator,
-                client_key_file=client_key,
-                known_hosts_file=known_hosts,
-                winrm=winrm,
-            )
             try:
                 async with anyio.create_task_group() as tg:
                     try:
-                        await self._boot(machine, vm, seed_iso, tg, children, network)
+                        if image.saved_state is not None:
+                            machine = await self._resume(image, vm, ctx, settings, directory, socket_dir, tg, children)
+                        if machine is None:
+                            machine, seed_iso = await self._machine(image, ctx, settings, directory, socket_dir)
+                            await self._boot(machine, vm, seed_iso, tg, children, network)
                         yield machine
                     finally:
-                        with cleanup_scope(CLEANUP_TIMEOUT):
-                            await machine.teardown()
+                        if machine is not None:
+                            with cleanup_scope(CLEANUP_TIMEOUT):
+                                await machine.teardown()
                         tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 # The serial follower never fails: surface the caller's (or the boot's) own exception.
@@ -314,6 +304,85 @@ class QemuBuildHost:
                     await anyio.to_thread.run_sync(lambda: shutil.rmtree(directory, ignore_errors=True))
                     await anyio.to_thread.run_sync(lambda: shutil.rmtree(socket_dir, ignore_errors=True))
                     await ctx.journal.release(sockets_entry)
+
+    async def _machine(
+        self, image: DiskImage, ctx: RunContext, settings: QemuSettings, directory: Path, socket_dir: Path
+    ) -> tuple[QemuMachine, Path | None]:
+        """A machine to boot ``image`` with fresh build credentials, and the seed that hands them to the guest."""
+        winrm: windows.WinRMAccess | None = None
+        if image.os_type == "Windows":
+            winrm, seed_iso = await self._windows_access(image, ctx, settings, directory)
+            communicator: SshCommunicator | WinRMCommunicator = windows.communicator(winrm, 0)
+            client_key = known_hosts = None
+        else:
+            communicator, seed_iso, client_key, known_hosts = await self._access(image, ctx, settings, directory)
+        machine = _new_machine(image, ctx, settings, directory, socket_dir, communicator, client_key, winrm)
+        machine.known_hosts_file = known_hosts
+        return machine, seed_iso
+
+    async def _resume(
+        self,
+        image: DiskImage,
+        vm: VmRequest,
+        ctx: RunContext,
+        settings: QemuSettings,
+        directory: Path,
+        socket_dir: Path,
+        tg: anyio.abc.TaskGroup,
+        children: list[qemu_child.QemuChild],
+    ) -> QemuMachine | None:
+        """Resume the RAM state saved with ``image`` (a step-cache layer) instead of booting it: the same VM shape,
+        ``-incoming`` from the state, the guest's clock set, the saved boot id checked. ``None`` (with a warning,
+        everything it started stopped and removed) when it cannot: the caller then boots the layer."""
+        saved = image.saved_state
+        assert saved is not None
+        network = network_for(settings.network, settings.networks, vm.extra.get("subnetId"))
+        machine: QemuMachine | None = None
+        started = time.monotonic()
+        try:
+            if image.path.name.split(".", 1)[0] != saved.layer or saved.state.parent != image.path.parent:
+                raise BuildHostError("it was not saved with this disk")  # RAM and disk must be one moment's
+            access = await anyio.to_thread.run_sync(ramstate.read_access, saved.access)
+            seed_iso, client_key = directory / "seed.iso", directory / "id_ed25519"
+            await anyio.to_thread.run_sync(write_private, seed_iso, access.seed)
+            await anyio.to_thread.run_sync(write_private, client_key, access.client_key)
+            try:
+                communicator = SshCommunicator(
+                    username=access.user, client_keys=[client_key], host_keys=access.host_keys
+                )
+            except CommunicatorError as exc:
+                raise BuildHostError("its access file holds unusable keys") from exc
+            machine = _new_machine(image, ctx, settings, directory, socket_dir, communicator, client_key)
+            plan = await self._plan(machine, vm, seed_iso, network)
+            shape = await vm_shape(plan)
+            if shape != saved.shape:
+                raise BuildHostError(
+                    "it was saved by another VM shape (vCPUs, memory, devices, accelerator or QEMU version differ)"
+                )
+            await self._spawn(machine, plan, children, layers.incoming_args(saved.state))
+            await layers.resume_incoming(machine.qmp_socket, machine.alive, timeout=settings.boot_timeout)
+            machine.ready.set()  # the guest is up: it prints no readiness line again
+            await self._attach(machine)
+            await machine.wait_ready(min(settings.boot_timeout, RESUME_TIMEOUT))
+            await layers.settle_restored(machine.communicator, saved.boot_id)
+        except Exception as exc:  # whatever went wrong, the layer itself still boots
+            ctx.warn(f"the RAM state of layer {saved.layer[:12]} could not be resumed ({exc}); booting the layer")
+            if machine is not None:
+                with cleanup_scope(CLEANUP_TIMEOUT):
+                    await machine.communicator.aclose()
+                    await machine.kill("its RAM state could not be resumed")
+                    machine.pid = None
+                    await anyio.Path(machine.overlay).unlink(missing_ok=True)
+            return None
+        machine.shape, machine.boot_id, machine.resumed_state = shape, saved.boot_id, True
+        tg.start_soon(machine.follow_serial)
+        ctx.log(
+            "qemu",
+            f"resumed the RAM state of layer {saved.layer[:12]} on 127.0.0.1:{machine.port} "
+            f"in {time.monotonic() - started:.1f}s (no boot)",
+            "info",
+        )
+        return machine
 
     async def _access(
         self, image: DiskImage, ctx: RunContext, settings: QemuSettings, directory: Path
@@ -376,6 +445,25 @@ class QemuBuildHost:
         children: list[qemu_child.QemuChild],
         network: Network | None = None,
     ) -> None:
+        ctx, settings = machine.ctx, machine.settings
+        plan = await self._plan(machine, vm, seed_iso, network)
+        started = time.monotonic()
+        await self._spawn(machine, plan, children)
+        await self._attach(machine)
+        tg.start_soon(machine.follow_serial)
+        await machine.wait_ready(settings.windows_boot_timeout if machine.winrm is not None else settings.boot_timeout)
+        machine.boot_seconds = time.monotonic() - started
+        if machine.winrm is not None and seed_iso is not None:
+            # The guest has read it: the only on-disk copy of the password goes (QEMU keeps its open handle).
+            await anyio.Path(seed_iso).unlink(missing_ok=True)
+        if ram_state_wanted(ctx) and machine.can_save_state(plan):
+            machine.shape = await vm_shape(plan)
+        ctx.log("qemu", f"guest ready on 127.0.0.1:{machine.port}", "info")
+
+    async def _plan(
+        self, machine: QemuMachine, vm: VmRequest, seed_iso: Path | None, network: Network | None
+    ) -> dict[str, Any]:
+        """Create the VM's disks and choose its shape: the :func:`qemu_command` arguments but the port."""
         image, ctx, settings = machine.image, machine.ctx, machine.settings
         size = None
         if vm.os_disk_size_gb:
@@ -424,33 +512,43 @@ class QemuBuildHost:
                 "info",
             )
         network = network or Network()
+        how = "resuming" if image.saved_state is not None else "booting"
         ctx.log(
             "qemu",
-            f"booting {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB, network {network.text})",
+            f"{how} {image.path.name} ({accel}, {shape.cpus} vCPU, {shape.memory_mib} MiB, network {network.text})",
             "info",
         )
-        tag = f"aib-{machine.directory.name}"
+        return {
+            "binary": settings.binary,
+            "accel": accel,
+            "cpus": shape.cpus,
+            "memory_mib": shape.memory_mib,
+            "image": image,
+            "overlay": machine.overlay,
+            "data_disks": data_disks,
+            "seed_iso": seed_iso,
+            "serial_log": machine.serial_log,
+            "qmp_socket": machine.qmp_socket,
+            "name": f"aib-{machine.directory.name}",
+            "guest_port": machine.winrm.guest_port if machine.winrm is not None else None,
+            "ovmf_vars": ovmf_vars,
+            "nic_model": image.attributes.get("nic_model")
+            or (settings.windows_nic_model if image.os_type == "Windows" else None),
+            "network": network,
+        }
+
+    async def _spawn(
+        self,
+        machine: QemuMachine,
+        plan: dict[str, Any],
+        children: list[qemu_child.QemuChild],
+        extra: list[str] | None = None,
+    ) -> None:
+        """Start QEMU (retrying when the forwarded port was taken meanwhile) and set the machine's port and pid."""
+        tag = plan["name"]
         for attempt in range(5):
             port = free_port()
-            args = qemu_command(
-                binary=settings.binary,
-                accel=accel,
-                cpus=shape.cpus,
-                memory_mib=shape.memory_mib,
-                image=image,
-                overlay=machine.overlay,
-                data_disks=data_disks,
-                seed_iso=seed_iso,
-                serial_log=machine.serial_log,
-                qmp_socket=machine.qmp_socket,
-                port=port,
-                name=tag,
-                guest_port=machine.winrm.guest_port if machine.winrm is not None else None,
-                ovmf_vars=ovmf_vars,
-                nic_model=image.attributes.get("nic_model")
-                or (settings.windows_nic_model if image.os_type == "Windows" else None),
-                network=network,
-            )
+            args = qemu_command(**plan, port=port) + (extra or [])
             # Synchronous: the pid is known (and teardown can stop it) before the next await.
             started = qemu_child.spawn(args, tag=tag, cwd=machine.directory, stderr_file=machine.directory / "qemu.log")
             children.append(started)
@@ -463,22 +561,55 @@ class QemuBuildHost:
                 continue
             raise BuildHostError(f"QEMU failed to start: {err}")
         machine.port = port
+
+    async def _attach(self, machine: QemuMachine) -> None:
+        """Point the machine's communicator at its forwarded port (and pin the host keys in a known_hosts file)."""
         if machine.winrm is not None:
-            machine.communicator = windows.communicator(machine.winrm, port)
-        else:
-            assert isinstance(machine.communicator, SshCommunicator)
-            machine.communicator.port = port
-            machine.communicator.machine_alive = machine.alive  # a VM that died is not waited for as a reboot
-            if settings.offer_proxy:
-                machine.communicator.environment = proxy_environment(dict(ctx.config.env))
-            known = machine.directory / "known_hosts"
-            await anyio.Path(known).write_text(
-                "".join(f"[127.0.0.1]:{port} {key}\n" for key in machine.communicator.pinned_host_keys)
-            )
-            machine.known_hosts_file = known
-        tg.start_soon(machine.follow_serial)
-        await machine.wait_ready(settings.windows_boot_timeout if machine.winrm is not None else settings.boot_timeout)
-        if machine.winrm is not None and seed_iso is not None:
-            # The guest has read it: the only on-disk copy of the password goes (QEMU keeps its open handle).
-            await anyio.Path(seed_iso).unlink(missing_ok=True)
-        ctx.log("qemu", f"guest ready on 127.0.0.1:{port}", "info")
+            machine.communicator = windows.communicator(machine.winrm, machine.port)
+            return
+        assert isinstance(machine.communicator, SshCommunicator)
+        machine.communicator.port = machine.port
+        machine.communicator.machine_alive = machine.alive  # a VM that died is not waited for as a reboot
+        if machine.settings.offer_proxy:
+            machine.communicator.environment = proxy_environment(dict(machine.ctx.config.env))
+        known = machine.directory / "known_hosts"
+        await anyio.Path(known).write_text(
+            "".join(f"[127.0.0.1]:{machine.port} {key}\n" for key in machine.communicator.pinned_host_keys)
+        )
+        machine.known_hosts_file = known
+
+
+def _new_machine(
+    image: DiskImage,
+    ctx: RunContext,
+    settings: QemuSettings,
+    directory: Path,
+    socket_dir: Path,
+    communicator: SshCommunicator | WinRMCommunicator,
+    client_key: Path | None,
+    winrm: windows.WinRMAccess | None = None,
+) -> QemuMachine:
+    return QemuMachine(
+        image=image,
+        ctx=ctx,
+        settings=settings,
+        directory=directory,
+        socket_dir=socket_dir,
+        overlay=directory / "os-disk.qcow2",
+        communicator=communicator,
+        client_key_file=client_key,
+        winrm=winrm,
+    )
+
+
+async def vm_shape(plan: dict[str, Any]) -> str:
+    """The shape digest of the VM ``plan`` (:func:`qemu_command`'s arguments) describes: a saved RAM state resumes
+    only in a VM of the same shape (:mod:`aib_provider_qemu.ramstate`)."""
+    version = await anyio.to_thread.run_sync(ramstate.qemu_version, plan["binary"])
+    return ramstate.shape_digest(version, qemu_command(**ramstate.normalized(plan)))
+
+
+def ram_state_wanted(ctx: RunContext) -> bool:
+    """Whether this build keeps RAM state with its layers (the step cache and ``[cache] ram_state`` both on)."""
+    settings = CacheSettings.from_config(ctx.config)
+    return bool(ctx.options.cache and ctx.options.ram_state and settings.enabled and settings.ram_state)

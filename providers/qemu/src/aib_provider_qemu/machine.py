@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import importlib
 import os
 import shlex
@@ -18,10 +19,10 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from aib_provider_qemu import layers, process, windows
+from aib_provider_qemu import layers, process, ramstate, windows
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk import disks
-from aib_sdk.artifacts import Artifact, DiskImage
+from aib_sdk.artifacts import Artifact, DiskImage, StateRequest
 from aib_sdk.communicators.lines import LineBuffer
 from aib_sdk.communicators.ssh import ANSWER_WAIT, HostKeyMismatch, SshCommunicator
 from aib_sdk.context import RunContext
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # the WinRM stack loads for Windows guests only
     from aib_sdk.communicators.winrm import WinRMCommunicator
 
 SERIAL_TAIL = 40
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 DEFAULT_POWEROFF = "sync; sudo poweroff"
 """Flush the guest's disks first (no root needed), then the image's own clean power-off."""
 
@@ -61,7 +63,36 @@ class QemuMachine:
     data_disks: int = 0
     snapshots: int = 0
     snapshot_refusal: str = ""
+    shape: str = ""
+    """The VM's shape digest (:mod:`aib_provider_qemu.ramstate`) when it can save its RAM state, else empty."""
+    boot_id: str = ""
+    """The guest's boot id when its RAM state was first saved (or resumed): a later one means it rebooted."""
+    resumed_state: bool = False
+    """This machine resumed a saved RAM state instead of booting (the step cache reports it)."""
+    boot_seconds: float = 0.0
+    """How long the guest took from starting QEMU to answering (0 when it resumed a saved state)."""
+    save_seconds: float = 0.0
+    """How long the last RAM state save took."""
     layer_format: ClassVar[str] = "qcow2"
+
+    @property
+    def saves_state(self) -> bool:
+        """Whether :meth:`snapshot` can keep the RAM state with a layer (``state=``)."""
+        return bool(self.shape)
+
+    def can_save_state(self, plan: dict[str, object]) -> bool:
+        """A Linux guest reached over SSH with a seed this build made, on one OS disk that QEMU can migrate (no
+        data disks, no UEFI variables file, no NVMe: QEMU 7.2 refuses to migrate it)."""
+        return (
+            isinstance(self.communicator, SshCommunicator)
+            and self.image.os_type == "Linux"
+            and self.image.access == "cloud-init"
+            and self.image.disk_interface != "nvme"
+            and self.client_key_file is not None
+            and plan.get("seed_iso") is not None
+            and not plan.get("data_disks")
+            and plan.get("ovmf_vars") is None
+        )
 
     @property
     def qmp_socket(self) -> Path:
@@ -235,24 +266,86 @@ class QemuMachine:
             template_digest=ctx.template_digest,
             run_id=ctx.run_id,
             template_name=ctx.template_name,
-            source_image=self.image,
+            source_image=dataclasses.replace(self.image, saved_state=None),  # the state belongs to a layer only
         )
 
-    async def snapshot(self, dest: Path, backing: Path, backing_format: str) -> bool:
-        """The step cache's layer: flush the guest, freeze the overlay over QMP, copy it to ``dest`` on ``backing``."""
+    async def snapshot(
+        self, dest: Path, backing: Path, backing_format: str, *, state: StateRequest | None = None
+    ) -> bool:
+        """The step cache's layer: flush the guest, freeze the overlay over QMP, copy it to ``dest`` on ``backing``.
+
+        With ``state`` (and :attr:`saves_state`): the CPUs stop, the overlay freezes and the RAM and device state go
+        to ``state.state`` (the access file to ``state.access``) before the VM continues, unless the guest rebooted
+        since this machine started (``state.refusal`` says so)."""
         if self.data_disks:
             self.snapshot_refusal = "the VM has additionalDataDisks, whose state a layer of the OS disk would not hold"
             return False
         default = layers.WINDOWS_SYNC if self.image.os_type == "Windows" else layers.LINUX_SYNC
-        result = await self.communicator.run(self.image.attributes.get("sync_command", default), timeout=300)
+        command = self.image.attributes.get("sync_command", default)
+        if state is not None and self.saves_state:
+            command = f"{command} && cat {BOOT_ID_FILE}"
+        result = await self.communicator.run(command, timeout=300)
         if not result.ok:
             raise BuildHostError(f"flushing the guest's disk before a snapshot failed (exit code {result.exit_code})")
         frozen, fresh = self.overlay, self.directory / f"os-disk-{self.snapshots + 1}.qcow2"
-        await layers.freeze_overlay(self.qmp_socket, "os", fresh)
-        self.snapshots += 1
-        self.overlay = fresh
+        if state is not None and self._may_save_state(state, result.stdout.strip().splitlines()):
+            await self._freeze_with_state(fresh, state)
+        else:
+            await layers.freeze_overlay(self.qmp_socket, "os", fresh)
+            self.snapshots += 1
+            self.overlay = fresh
         await layers.write_layer(frozen, dest, backing, backing_format)
         return True
+
+    def _may_save_state(self, state: StateRequest, output: list[str]) -> bool:
+        """Whether to save the RAM state now: a machine able to, whose guest has not rebooted since it started."""
+        if not self.saves_state:
+            state.refusal = "this build VM cannot save its RAM state (Windows, UEFI, NVMe, data disks or a static key)"
+            return False
+        boot_id = output[-1] if output else ""
+        reboots = isinstance(self.communicator, SshCommunicator) and self.communicator.reboots > 0
+        if reboots or (self.boot_id and boot_id != self.boot_id):
+            state.refusal = "the guest rebooted in this run (RAM state is kept only for layers before a reboot)"
+            return False
+        if self.boot_seconds and self.save_seconds > self.boot_seconds:
+            # Not cheap enough: saving costs more, on every layer, than the boot a resume would spare.
+            state.refusal = (
+                f"saving it took {self.save_seconds:.1f}s, longer than booting this VM ({self.boot_seconds:.1f}s)"
+            )
+            return False
+        self.boot_id = self.boot_id or boot_id
+        return bool(boot_id)
+
+    async def _freeze_with_state(self, fresh: Path, state: StateRequest) -> None:
+        """Stop the CPUs, freeze the overlay, save RAM and device state and the access file, continue the VM."""
+        started = time.monotonic()
+        await layers.qmp_execute(self.qmp_socket, "stop", {})
+        try:
+            await layers.freeze_overlay(self.qmp_socket, "os", fresh)
+            self.snapshots += 1
+            self.overlay = fresh
+            try:
+                await layers.migrate_to_file(self.qmp_socket, state.state)
+                await anyio.to_thread.run_sync(ramstate.write_access, state.access, await self._access())
+            except (BuildHostError, OSError) as exc:
+                state.refusal = f"saving it failed: {exc}"
+                return
+            state.shape, state.boot_id = self.shape, self.boot_id
+        finally:
+            with anyio.CancelScope(shield=True):
+                await layers.qmp_execute(self.qmp_socket, "cont", {})
+        self.save_seconds = time.monotonic() - started
+        self.ctx.log("qemu", f"RAM state saved in {self.save_seconds:.1f}s", "info")
+
+    async def _access(self) -> ramstate.Access:
+        """What reconnecting to this guest later needs: user, client key, pinned host keys, the seed."""
+        assert isinstance(self.communicator, SshCommunicator) and self.client_key_file is not None
+        return ramstate.Access(
+            user=self.communicator.username,
+            client_key=await anyio.Path(self.client_key_file).read_bytes(),
+            host_keys=list(self.communicator.pinned_host_keys),
+            seed=await anyio.Path(self.directory / "seed.iso").read_bytes(),
+        )
 
     async def keep(self) -> str:
         """Leave QEMU running; move its files out of the run's work directory; return how to reach it."""

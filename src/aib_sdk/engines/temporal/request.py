@@ -83,6 +83,7 @@ async def make_request(
         "trustOnFirstUse": effective.trust_on_first_use,
         "maxParallelTargets": effective.max_parallel_targets,
         "cache": effective.cache,
+        "ramState": effective.ram_state,
         "source": source,
         "uriMap": {k: v for k, v in plan.options.uri_map.items() if not _is_file_uri(v)},
         "inputs": [item.to_json() for item in inputs],
@@ -130,5 +131,6 @@ def options_from_request(
         trust_on_first_use=bool(request.get("trustOnFirstUse")),
         max_parallel_targets=int(request.get("maxParallelTargets") or 8),
         cache=bool(request.get("cache", True)),
+        ram_state=bool(request.get("ramState", True)),
         run_id=str(request["runId"]),
     )
