@@ -6,9 +6,10 @@ key and the dropbear host keys on the disk, and ``/etc/aib-static`` so it reads 
 a qcow2 overlay with 2 vCPUs, 512 MiB, TCG and ``-nic user`` with a loopback port forward, run one ``sudo`` shell
 line, upload 1 MiB, power off and write a qcow2.
 
-- **aib**: ``aib build template.json --json`` in a new process (CLI start and plugin loading included), the source a
-  ``DiskImage`` with ``access: static`` and the key/host key given as the qemu provider's ``ssh_*`` settings. The
-  guest prints a ready line but aib is not told about it: readiness is found by probing SSH.
+- **aib**: ``aib build template.json --json --no-cache`` in a new process (CLI start and plugin loading included),
+  the source a ``DiskImage`` with ``access: static`` and the key/host key given as the qemu provider's ``ssh_*``
+  settings. The guest prints a ready line but aib is not told about it: readiness is found by probing SSH. The step
+  cache is off so every round runs every step as the script does (its cost on a cold build: ``bench_step_cache.py``).
 - **By hand**: a bash script: ``qemu-img create``, ``qemu-system-x86_64``, wait for the ready line on the serial
   log, ``ssh``/``scp`` over one multiplexed OpenSSH connection, ``sync; sudo poweroff -f``, ``qemu-img convert``.
 
@@ -159,7 +160,7 @@ def run_aib(work: Path, env: dict[str, str], aib_env: dict[str, str], index: int
     file.write_text(json.dumps(data))
     spawned = time.time()
     started = time.perf_counter()
-    proc = subprocess.run([str(AIB), "build", str(file), "--json"], env=aib_env, capture_output=True)
+    proc = subprocess.run([str(AIB), "build", str(file), "--json", "--no-cache"], env=aib_env, capture_output=True)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"aib build failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-3000:]}")

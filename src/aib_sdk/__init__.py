@@ -10,8 +10,9 @@ Names are imported lazily so that ``import aib_sdk`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aib_sdk.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from aib_sdk.artifacts import Artifact, CommandResult, DiskImage, RunOutput
@@ -60,10 +61,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aib_sdk' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -199,9 +199,8 @@ async def _collect_run(
         ended=str(record.last_run_status.get("runState") or "") if record.data else "",
     )
     journal = Journal(state.path)
-    releasers = plugins.registry.releasers
     for entry in reversed(state.open_entries):
-        release = releasers.get(entry.kind)
+        release = await anyio.to_thread.run_sync(plugins.releaser, entry.kind)  # may import its provider
         label = entry.what or entry.kind
         if release is None:
             run.releases.append(Release(entry.kind, label, False, f"{label}: no installed provider releases it"))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -137,6 +138,25 @@ async def test_source_and_vm_profile_are_part_of_the_key(layered: FakePlugin, ru
     bigger = _template("echo one", vmProfile={"vmSize": "Standard_D4s_v3"})
     await run_build(bigger)
     assert _finished(aib_events) == [("s1", False)]
+
+
+async def test_the_source_disk_is_read_once_per_version(
+    layered: FakePlugin, run_build: RunBuild, aib_events, sha256_reads: list[Path]
+) -> None:
+    """The base disk's digest (part of the key) is recorded with its device, inode, size, mtime and ctime: an
+    unchanged disk is not read again, and one rewritten in place with the same size (mtime put back) is."""
+    reads = sha256_reads
+    await run_build(_template("echo one"))
+    assert len(reads) == 1
+    base = reads[0]
+    await run_build(_template("echo one"))
+    assert len(reads) == 1 and _finished(aib_events)[-1] == ("s1", True)
+    stat = base.stat()
+    base.write_bytes(base.read_bytes().upper())  # same size, other content
+    os.utime(base, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    aib_events.clear()
+    await run_build(_template("echo one"))
+    assert reads == [base, base] and _finished(aib_events) == [("s1", False)]
 
 
 async def test_no_cache_runs_everything_and_stores_nothing(

@@ -1,6 +1,7 @@
 """The quick commands load what they need only: no provider SDK, and with a current plugin catalogue no provider
-implementation and no event loop. Asserted on ``sys.modules`` of a real ``aib`` run in a fresh interpreter (what is
-imported is behaviour; how long it takes is measured in ``benchmarks/bench_cli_startup.py``)."""
+implementation and no event loop; ``aib build`` imports only the providers its template routes to. Asserted on
+``sys.modules`` of a real ``aib`` run in a fresh interpreter (what is imported is behaviour; how long it takes is
+measured in ``benchmarks/bench_cli_startup.py`` and ``benchmarks/bench_qemu_build.py``)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,36 @@ def test_catalogue_answers_as_the_full_registry(env: dict[str, str], tmp_path: P
     listing = json.loads(warm[0][2])
     assert "qemu" in listing["aib-provider-qemu"]["types"]["build-host"]
     assert 'unknown source type "NoSuchSource"' in warm[2][2] and "S3Image" in warm[1][2]
+
+
+NOT_ASKED = (
+    *SDKS,
+    "aib_provider_azure",
+    "aib_provider_local_gallery",
+    "aib_provider_s3_vhd.source",
+    "aib_provider_s3_vhd.distributors",
+    "aib_provider_s3_vhd.transport",
+    "aib_provider_qemu.debian",
+    "aib_provider_qemu.catalogue",
+    "aib_provider_qemu.tiny_source",
+    "aib_sdk.communicators.winrm.communicator",  # a Linux guest needs no WinRM (nor its HTTP and SOAP stack)
+    "httpx",
+)
+
+
+def test_a_local_qemu_build_imports_only_the_providers_it_routes_to(env: dict[str, str], tmp_path: Path) -> None:
+    local = {
+        "source": {"type": "DiskImage", "uri": (tmp_path / "missing.raw").as_uri(), "format": "raw"},
+        "customize": [{"type": "Shell", "name": "hello", "inline": ["echo hello"]}],
+        "distribute": [{"type": "DiskFile", "uri": (tmp_path / "out.qcow2").as_uri(), "runOutputName": "d"}],
+    }
+    template = tmp_path / "local.json"
+    template.write_text(json.dumps(local))
+    assert aib(env, tmp_path, "validate", str(template))[0] == 0  # records the plugin catalogue
+    code, modules, out = aib(env, tmp_path, "build", str(template), "--json")
+    assert code == 2 and "source disk not found" in out  # routed, run up to the source: no VM needed
+    assert loaded(modules, NOT_ASKED) == []
+    assert {"aib_provider_qemu.url_source", "aib_provider_qemu.host", "aib_sdk.steps.linux"} <= modules
 
 
 def test_runs_loads_no_models(env: dict[str, str], tmp_path: Path) -> None:

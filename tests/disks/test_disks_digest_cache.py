@@ -13,21 +13,7 @@ from aib_sdk import disks
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """The paths ``sha256_file`` really read (the real function still runs)."""
-    reads: list[Path] = []
-    real = disks.sha256_file
-
-    async def spy(path: Path, on_progress: disks.ProgressHandler | None = None) -> str:
-        reads.append(path)
-        return await real(path, on_progress)
-
-    monkeypatch.setattr(disks, "sha256_file", spy)
-    return reads
-
-
-async def test_unchanged_file_is_not_read_again(tmp_path: Path, counted: list[Path]) -> None:
+async def test_unchanged_file_is_not_read_again(tmp_path: Path, sha256_reads: list[Path]) -> None:
     disk = tmp_path / "disk.raw"
     disk.write_bytes(os.urandom(3 * disks.CHUNK + 5))
     expected = hashlib.sha256(disk.read_bytes()).hexdigest()
@@ -35,11 +21,11 @@ async def test_unchanged_file_is_not_read_again(tmp_path: Path, counted: list[Pa
     progress: list[tuple[int, int | None]] = []
     assert await disks.cached_sha256(disk, cache) == expected
     assert await disks.cached_sha256(disk, cache, lambda d, t: progress.append((d, t))) == expected
-    assert counted == [disk]
+    assert sha256_reads == [disk]
     assert progress == [(disk.stat().st_size, disk.stat().st_size)]  # progress still reports the whole file
 
 
-async def test_any_change_means_a_new_digest(tmp_path: Path, counted: list[Path]) -> None:
+async def test_any_change_means_a_new_digest(tmp_path: Path, sha256_reads: list[Path]) -> None:
     disk = tmp_path / "disk.raw"
     disk.write_bytes(b"a" * 4096)
     cache = tmp_path / "cache"
@@ -54,7 +40,7 @@ async def test_any_change_means_a_new_digest(tmp_path: Path, counted: list[Path]
     disk.unlink()
     disk.write_bytes(b"c" * 10)
     assert await disks.cached_sha256(disk, cache) == hashlib.sha256(b"c" * 10).hexdigest()
-    assert len(counted) == 3
+    assert len(sha256_reads) == 3
 
 
 async def test_a_broken_record_is_ignored(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pycdlib
 import pytest
 
 from aib_provider_qemu import accel, seed, vmsizes
+from aib_provider_qemu.accel import TestBoot
 from aib_provider_qemu.host import qemu_command
 from aib_provider_qemu.settings import QemuSettings
 from aib_sdk.artifacts import DiskImage
@@ -64,6 +66,38 @@ async def test_probe_uses_kvm_only_when_the_test_boot_succeeds(tmp_path: Path, m
     assert await accel.probe(sys_root=sys_root, dev_kvm=dev, test_boot=breaks) == "tcg"
     assert await accel.probe(sys_root=sys_root, dev_kvm=dev, test_boot=None) == "tcg"
     assert await accel.probe(sys_root=sys_root, dev_kvm=tmp_path / "missing", test_boot=boots) == "tcg"
+
+
+@pytest.mark.anyio
+async def test_the_kvm_test_boot_is_remembered_until_host_emulator_or_kernel_change(tmp_path: Path) -> None:
+    """The verdict of the (seconds-long) test boot is kept on disk: asked again with the same boot of the host, the
+    same emulator binary, kernel and /dev/kvm, no VM boots; any of them changed, it boots again."""
+    boots: list[int] = []
+
+    async def test_boot() -> bool:
+        boots.append(1)
+        return True
+
+    binary, kernel, dev, boot_id = (tmp_path / name for name in ("qemu-system-x86_64", "vmlinuz", "kvm", "boot_id"))
+    for file, text in ((binary, "elf"), (kernel, "kernel"), (dev, ""), (boot_id, "boot-1\n")):
+        file.write_text(text)
+    binary.chmod(0o755)
+    records = tmp_path / "records"
+
+    def ask() -> TestBoot:  # as a new aib process would: nothing in memory
+        facts = functools.partial(accel.test_boot_facts, str(binary), kernel, dev_kvm=dev, boot_id=boot_id)
+        return accel.remembered(test_boot, records, facts)
+
+    assert await ask()() and await ask()() and len(boots) == 1
+    kernel.write_text("another kernel")
+    assert await ask()() and len(boots) == 2
+    binary.write_text("an upgraded emulator")
+    assert await ask()() and len(boots) == 3
+    boot_id.write_text("boot-2\n")  # the host rebooted (a KVM module may have come or gone)
+    assert await ask()() and len(boots) == 4
+    assert await ask()() and len(boots) == 4
+    boot_id.unlink()  # nothing to key on: the test boot runs every time
+    assert await ask()() and await ask()() and len(boots) == 6
 
 
 def test_accel_arguments() -> None:

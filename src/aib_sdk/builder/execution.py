@@ -353,7 +353,7 @@ class Execution:
             error: StepError | None = None
             if script:
                 shell = "PowerShell" if machine.communicator.os_type == "Windows" else "Shell"
-                runner = self.plan.plugins.customizer(shell)
+                runner = await anyio.to_thread.run_sync(self.plan.plugins.customizer, shell)  # may import it
                 step = runner.spec_model.model_validate(
                     {"type": shell, "scriptUri": script, "sha256Checksum": workload.sha256_checksum if workload else ""}
                 )
@@ -502,14 +502,14 @@ class Execution:
     def _deprovisioner(self, os_type: str) -> type[Customizer] | None:
         """The hidden last step for ``os_type``: a customizer marked ``hidden`` whose ``os_types`` (a class
         attribute; absent: every OS) has the guest's OS (``Deprovision``, ``WindowsDeprovision`` …)."""
-        for runner in self.plan.plugins.registry.customizers.values():
-            if getattr(runner, "hidden", False) and os_type in getattr(runner, "os_types", (os_type,)):
+        for runner in self.plan.plugins.hidden_customizers():
+            if os_type in getattr(runner, "os_types", (os_type,)):
                 return runner
         return None
 
     async def _deprovision(self, machine: Machine) -> StepError | None:
         os_type = machine.communicator.os_type
-        runner = self._deprovisioner(os_type)
+        runner = await anyio.to_thread.run_sync(self._deprovisioner, os_type)  # may import it
         if runner is None:
             self.warn(f"no {DEPROVISION_TYPE} step is installed for {os_type}; the image is not generalized")
             return None

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from aib_sdk.config import Config
 from aib_sdk.errors import MissingParamsError, UsageError
 from aib_sdk.models.loader import LoadedTemplate, Unresolved, load_template, read_json_file
+from aib_sdk.models.template import TemplateProperties
 from aib_sdk.options import BuildOptions, provider_settings
 from aib_sdk.plugins.manager import PluginManager
 from aib_sdk.plugins.registry import type_name_of
@@ -127,7 +128,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
     config = config.with_settings(provider_settings(options))  # each provider reads its own table
     register_config_secrets({**config.data, **config.settings}, config.env)
     plugins = options.plugins or PluginManager()
-    await anyio.to_thread.run_sync(lambda: plugins.registry)  # loads entry points off the event loop
+    await anyio.to_thread.run_sync(plugins.load)  # the catalogue (or every plugin), off the event loop
     file: Path | None = None
     if isinstance(template, LoadedTemplate):
         loaded = template
@@ -159,6 +160,7 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
         include_source=options.source is None,
     )
     props = loaded.properties
+    routes = await anyio.to_thread.run_sync(_route, plugins, config, props, options.build_host)
     plan = Plan(
         loaded=loaded,
         name=name,
@@ -167,18 +169,13 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
         plugins=plugins,
         base_directory=base,
         source_spec=props.source,
-        source=plugins.source_for(props.source, config),
-        host=plugins.build_host(options.build_host, config),
+        source=routes.source,
+        host=routes.host,
+        steps=routes.steps,
+        validations=routes.validations,
+        targets=routes.targets,
         context=context,
     )
-    plan.steps = [_step(plugins, spec) for spec in props.customize or []]
-    validation = props.validation
-    plan.validations = [_step(plugins, spec) for spec in (validation.in_vm_validations or [])] if validation else []
-    if not plan.source_validation_only:
-        plan.targets = [
-            TargetPlan(spec, type_name_of(type(spec)), _output_name(spec), plugins.distributor_for(spec, config))
-            for spec in props.distribute
-        ]
     if options.timeout is not None:
         if options.timeout <= 0:
             raise UsageError("timeout must be positive")
@@ -187,6 +184,31 @@ async def make_plan(template: TemplateInput, options: BuildOptions) -> Plan:
         minutes = props.build_timeout_in_minutes or DEFAULT_TIMEOUT_MINUTES
         plan.timeout, plan.timeout_text = minutes * 60.0, f"{minutes} minutes (buildTimeoutInMinutes)"
     return plan
+
+
+@dataclass
+class _Routes:
+    source: type[Source]
+    host: type[BuildHost]
+    steps: list[StepPlan]
+    validations: list[StepPlan]
+    targets: list[TargetPlan]
+
+
+def _route(plugins: PluginManager, config: Config, props: TemplateProperties, build_host: str | None) -> _Routes:
+    """Each entry's provider (blocking: the providers asked for are imported now, and only those)."""
+    source = plugins.source_for(props.source, config)
+    host = plugins.build_host(build_host, config)
+    steps = [_step(plugins, spec) for spec in props.customize or []]
+    validation = props.validation
+    validations = [_step(plugins, spec) for spec in (validation.in_vm_validations or [])] if validation else []
+    targets: list[TargetPlan] = []
+    if not (validation and validation.source_validation_only):
+        targets = [
+            TargetPlan(spec, type_name_of(type(spec)), _output_name(spec), plugins.distributor_for(spec, config))
+            for spec in props.distribute
+        ]
+    return _Routes(source, host, steps, validations, targets)
 
 
 async def _source_spec(value: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any] | None:

@@ -15,11 +15,7 @@ layer and counted in its size. A rebuild whose top cached layer has one hands it
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import json
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +32,7 @@ from aib_sdk.events import Event, LogLine, WarningEvent
 from aib_sdk.protocols import VmRequest
 
 from .inputs import PinnedFetcher, prefetch
-from .keys import canonical_json, root_key, spec_json, step_key
+from .keys import root_key, spec_json, step_key
 from .settings import CacheSettings
 from .store import LayerInfo, LayerStore, Lease, TempLayer
 
@@ -65,26 +61,6 @@ class StepSlot:
             "ramState": self.ram_state,
             "note": self.note,
         }
-
-
-async def disk_sha256(path: Path, memo_dir: Path) -> str:
-    """sha256 of a source disk or boot file, remembered by (path, inode, size, mtime) under ``memo_dir``."""
-    stat = await anyio.Path(path).stat()
-    ident = canonical_json([str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns])
-    memo = memo_dir / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json")
-    try:
-        data = json.loads(await anyio.Path(memo).read_text())
-        if data.get("ident") == ident and isinstance(data.get("sha256"), str):
-            return str(data["sha256"])
-    except (OSError, ValueError):
-        pass
-    value = await disks.sha256_file(path)
-    with contextlib.suppress(OSError):  # only a memo: a failure costs a hash next time
-        await anyio.Path(memo_dir).mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{secrets.token_hex(6)}.tmp")
-        await anyio.Path(tmp).write_text(json.dumps({"ident": ident, "sha256": value}))
-        await anyio.Path(tmp).replace(memo)
-    return value
 
 
 def host_facts(host: type[Any], vm: VmRequest, vm_profile: BaseModel | None, ctx: RunContext) -> dict[str, Any]:
@@ -182,10 +158,10 @@ class StepCache:
     async def _key(self, steps: Sequence[tuple[str, str, type[Any], BaseModel]], facts: dict[str, Any]) -> None:
         assert self.store is not None
         image = self.image
-        memo = self.store.digests
-        self.base = image.sha256 or await disk_sha256(image.path, memo)
+        memo = self.store.root  # digests recorded under <root>/digests (disks.cached_sha256)
+        self.base = image.sha256 or await disks.cached_sha256(image.path, memo)
         boot_files = {
-            name: await disk_sha256(path, memo)
+            name: await disks.cached_sha256(path, memo)
             for name, path in (("kernel", image.kernel), ("initrd", image.initrd))
             if path is not None
         }

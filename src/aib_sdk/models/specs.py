@@ -64,6 +64,7 @@ class AibModel(BaseModel):
         validate_by_name=False,
         serialize_by_alias=True,
         extra="forbid",
+        defer_build=True,  # validators are made on first use: the template model makes the ones it holds at once
     )
 
 

@@ -3,7 +3,10 @@
 ``aib validate``, ``aib schema`` and ``aib plugins`` need only the template models and the names of the types each
 plugin provides, but collecting them means importing every plugin's implementation (tens of milliseconds per
 provider). The catalogue records once, from a fully collected registry, where each spec model lives
-(``module:qualname``) and what ``aib plugins`` lists; later runs import the spec models' modules only.
+(``module:qualname``) and what ``aib plugins`` lists; later runs import the spec models' modules only. It records
+where each implementation lives too (sources, distributors, build hosts, communicators, customizers, releasers, in
+the registry's order), so that ``aib build`` routes a template importing only the providers it asks (see
+:meth:`~aib_sdk.plugins.manager.PluginManager.source_for`).
 
 The catalogue is used only when it still describes this installation: its key covers the interpreter, every
 ``aib_sdk`` entry point with its distribution's version, and the block-list; and the size and mtime of every source
@@ -31,7 +34,18 @@ if TYPE_CHECKING:
 
     from aib_sdk.plugins.registry import Registry
 
-FORMAT = 1
+FORMAT = 2
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A registered implementation: its name (type name, host/communicator name, journal kind), where it lives
+    (``module:qualname``), its plugin, and for customizers whether it is ``hidden`` (the Builder's own last step)."""
+
+    name: str
+    ref: str
+    plugin: str
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,8 @@ class Catalog:
     """sha256 of the catalogue file: what derived caches (the template schema) are keyed by."""
     broken: dict[str, str] = field(default_factory=dict)
     """Plugins left out at collection (plugin → error), so listings and warnings need no collection."""
+    implementations: dict[str, list[Implementation]] | None = None
+    """Kind → its implementations in the registry's order (``None``: one is not importable by name)."""
 
 
 def cache_file(env: Mapping[str, str] | None = None) -> Path:
@@ -134,6 +150,7 @@ def load(disabled: Iterable[str], env: Mapping[str, str] | None = None) -> Catal
             types_by_plugin={plugin: [str(e) for e in entries] for plugin, entries in data["types"].items()},
             digest=hashlib.sha256(raw).hexdigest(),
             broken={str(plugin): str(error) for plugin, error in data.get("broken", {}).items()},
+            implementations=_read_implementations(data.get("implementations")),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
@@ -154,6 +171,9 @@ def save(registry: Registry, disabled: Iterable[str], env: Mapping[str, str] | N
                 return False
             spec_models[kind][name] = (ref, registry.owner.get(model, "?"))
             packages.append(model.__module__.split(".", 1)[0])
+    implementations = _implementations(registry)
+    for rows in (implementations or {}).values():
+        packages += [row.ref.split(".", 1)[0].split(":", 1)[0] for row in rows]
     data = {
         "format": FORMAT,
         "key": key,
@@ -161,6 +181,11 @@ def save(registry: Registry, disabled: Iterable[str], env: Mapping[str, str] | N
         "spec_models": spec_models,
         "types": registry.types_by_plugin(),
         "broken": dict(registry.broken),
+        "implementations": (
+            None
+            if implementations is None
+            else {kind: [[r.name, r.ref, r.plugin, r.hidden] for r in rows] for kind, rows in implementations.items()}
+        ),
     }
     file = cache_file(env)
     try:
@@ -171,6 +196,40 @@ def save(registry: Registry, disabled: Iterable[str], env: Mapping[str, str] | N
     except OSError:
         return False
     return True
+
+
+def _implementations(registry: Registry) -> dict[str, list[Implementation]] | None:
+    """Every implementation of ``registry`` in its order; ``None`` when one is not importable by name."""
+    tables: dict[str, list[tuple[str, Any]]] = {
+        "source": [(cls.type_name, cls) for cls in registry.sources],
+        "distributor": [(cls.type_name, cls) for cls in registry.distributors],
+        "build host": list(registry.build_hosts.items()),
+        "communicator": list(registry.communicators.items()),
+        "customizer": list(registry.customizers.items()),
+        "releaser": list(registry.releasers.items()),
+    }
+    out: dict[str, list[Implementation]] = {}
+    for kind, rows in tables.items():
+        out[kind] = []
+        for name, obj in rows:
+            ref = f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
+            try:
+                if resolve(ref) is not obj:
+                    return None
+            except (ImportError, AttributeError, ValueError):
+                return None
+            hidden = kind == "customizer" and bool(getattr(obj, "hidden", False))
+            out[kind].append(Implementation(name, ref, registry.owner.get(obj, "?"), hidden))
+    return out
+
+
+def _read_implementations(raw: Any) -> dict[str, list[Implementation]] | None:
+    if raw is None:
+        return None
+    return {
+        str(kind): [Implementation(str(n), str(ref), str(plugin), bool(hidden)) for n, ref, plugin, hidden in rows]
+        for kind, rows in dict(raw).items()
+    }
 
 
 def _schema_file(env: Mapping[str, str] | None) -> Path:
@@ -223,6 +282,7 @@ def spec_registry(catalog: Catalog) -> Registry | None:
 
 __all__ = [
     "Catalog",
+    "Implementation",
     "cache_file",
     "fingerprint",
     "load",

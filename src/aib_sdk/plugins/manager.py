@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pluggy
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from aib_sdk.config import Config
-    from aib_sdk.plugins.catalog import Catalog
+    from aib_sdk.journal import Releaser
+    from aib_sdk.plugins.catalog import Catalog, Implementation
     from aib_sdk.protocols import BuildHost, Communicator, Customizer, Distributor, Source
 
 BUILTIN_PLUGIN = "aib-sdk"
@@ -46,7 +47,10 @@ class PluginManager:
 
     :attr:`spec_registry` (the template models only, all that validation needs) comes from the on-disk
     :mod:`~aib_sdk.plugins.catalog` when the manager holds exactly the installed plugins and the catalogue is current,
-    so validating imports no plugin's implementation; :attr:`registry` collects everything and refreshes it.
+    so validating imports no plugin's implementation; :attr:`registry` collects everything and refreshes it. Routing
+    (:meth:`source_for`, :meth:`distributor_for`, :meth:`customizer` …) uses the catalogue too while the registry is
+    not collected: it imports only the implementations of the asked type, in the registry's order (third-party
+    plugins before the core), so a build imports only the providers its template uses.
     """
 
     def __init__(
@@ -69,6 +73,8 @@ class PluginManager:
         self._catalog: Catalog | Literal[False] | None = None  # read once; False: none current
         # The catalogue describes the installation: only a manager of exactly the installed plugins may use it.
         self._catalog_eligible = entry_points and builtins
+        self._owners: dict[Any, str] = {}  # what lazy routing imported → its plugin
+        self._warned = False
         if builtins:
             from aib_sdk import builtins as builtin_hooks
 
@@ -134,11 +140,24 @@ class PluginManager:
                 from aib_sdk.plugins import catalog
 
                 self._spec_registry = catalog.spec_registry(found)
-                for plugin, error in found.broken.items():  # as collecting would have warned
-                    logger.warning("plugin %s is left out: %s", plugin, error)
+                self._warn_broken(found)
             if self._spec_registry is None:
                 return self.registry
         return self._spec_registry
+
+    def load(self) -> None:
+        """Read what checking and routing a template need: a current catalogue and its spec models, else the full
+        :attr:`registry` (importing every plugin). Blocking: call it in a worker thread."""
+        self.spec_registry  # noqa: B018 - built and kept
+        if self._routes() is None:
+            self.registry  # noqa: B018 - collected and kept
+
+    def _warn_broken(self, found: Catalog) -> None:
+        """Log the catalogue's broken plugins once, as collecting the registry would have."""
+        if not self._warned:
+            self._warned = True
+            for plugin, error in found.broken.items():
+                logger.warning("plugin %s is left out: %s", plugin, error)
 
     def types_by_plugin(self) -> dict[str, list[str]]:
         """Plugin name → the ``kind:Type`` entries it provides (from a current catalogue when there is one)."""
@@ -266,10 +285,62 @@ class PluginManager:
 
     # Routing -----------------------------------------------------------------------------------------------
 
+    def _routes(self) -> dict[str, list[Implementation]] | None:
+        """The catalogue's implementations while routing may import only what it asks for; ``None``: route with the
+        :attr:`registry` (collected already, no current catalogue, or a recorded implementation is gone)."""
+        if self._registry is not None:
+            return None
+        found = self._catalog_from_disk()
+        if found is None or found.implementations is None:
+            return None
+        self._warn_broken(found)
+        return found.implementations
+
+    def _lazy(self, kind: str, wanted: Callable[[Implementation], bool]) -> list[Any] | None:
+        """The catalogue's ``kind`` implementations that are ``wanted``, in the registry's order, importing only
+        those; ``None``: route with the :attr:`registry` instead."""
+        routes = self._routes()
+        if routes is None:
+            return None
+        from aib_sdk.plugins import catalog
+
+        found: list[Any] = []
+        for row in routes.get(kind, []):
+            if wanted(row):
+                try:
+                    obj = catalog.resolve(row.ref)
+                except Exception:  # gone or failing since recorded: collect (a broken plugin is left out), record anew
+                    self._catalog = False
+                    return None
+                self._owners[obj] = row.plugin
+                found.append(obj)
+        return found
+
+    def _named(self, kind: str, name: str) -> list[Any]:
+        """The ``kind`` implementations called ``name``, in the registry's order (from the catalogue: importing
+        only those)."""
+        found = self._lazy(kind, lambda row: row.name == name)
+        if found is not None:
+            return found
+        registry = self.registry
+        if kind in ("source", "distributor"):
+            listed: list[Any] = registry.sources if kind == "source" else registry.distributors
+            return [cls for cls in listed if cls.type_name == name]
+        tables: dict[str, dict[str, Any]] = {
+            "customizer": registry.customizers,
+            "communicator": registry.communicators,
+            "build host": registry.build_hosts,
+            "releaser": registry.releasers,
+        }
+        return [tables[kind][name]] if name in tables[kind] else []
+
+    def _owner(self, obj: Any) -> str:
+        return self._owners.get(obj) or self.registry.owner[obj]
+
     def source_for(self, spec: BaseModel, config: Config) -> type[Source]:
         """The first source implementation that claims ``spec``."""
         name = type_name_of(type(spec))
-        candidates = [s for s in self.registry.sources if s.type_name == name]
+        candidates: list[type[Source]] = self._named("source", name)
         for cls in candidates:
             if cls.claims(spec, config):
                 return cls
@@ -289,45 +360,58 @@ class PluginManager:
     def distributor_for(self, spec: BaseModel, config: Config) -> type[Distributor]:
         """The first distributor implementation that claims ``spec`` (decided by its id/URI)."""
         name = type_name_of(type(spec))
-        candidates = [d for d in self.registry.distributors if d.type_name == name]
+        candidates: list[type[Distributor]] = self._named("distributor", name)
         for cls in candidates:
             if cls.claims(spec, config):
                 return cls
         raise UsageError(
             f"no installed provider publishes {name} target {_describe(spec)}"
-            + (
-                f" (installed for {name}: {', '.join(self.registry.owner[c] for c in candidates)})"
-                if candidates
-                else ""
-            )
+            + (f" (installed for {name}: {', '.join(self._owner(c) for c in candidates)})" if candidates else "")
         )
 
     def customizer(self, type_name: str) -> type[Customizer]:
-        try:
-            return self.registry.customizers[type_name]
-        except KeyError:
-            raise UsageError(f"no installed provider runs step type {type_name!r}") from None
+        for found in self._named("customizer", type_name):
+            return cast("type[Customizer]", found)
+        raise UsageError(f"no installed provider runs step type {type_name!r}")
+
+    def hidden_customizers(self) -> list[type[Customizer]]:
+        """The customizers marked ``hidden`` (the Builder's own last steps, e.g. ``Deprovision``), in the
+        registry's order (from the catalogue: importing only those)."""
+        found = self._lazy("customizer", lambda row: row.hidden)
+        if found is not None:
+            return found
+        return [step for step in self.registry.customizers.values() if getattr(step, "hidden", False)]
 
     def communicator(self, name: str) -> type[Communicator]:
-        try:
-            return self.registry.communicators[name]
-        except KeyError:
-            raise UsageError(f"no communicator named {name!r} is installed") from None
+        for found in self._named("communicator", name):
+            return cast("type[Communicator]", found)
+        raise UsageError(f"no communicator named {name!r} is installed")
+
+    def releaser(self, kind: str) -> Releaser | None:
+        """The release function registered for the journaled resource ``kind`` (``None``: none is installed)."""
+        found = self._named("releaser", kind)
+        return cast("Releaser", found[0]) if found else None
 
     def build_host(self, name: str | None, config: Config) -> type[BuildHost]:
-        hosts = self.registry.build_hosts
+        routes = self._routes()
+        if routes is not None:
+            names = [row.name for row in routes.get("build host", [])]
+        else:
+            names = list(self.registry.build_hosts)
         if name is not None:
-            if name not in hosts:
-                raise UsageError(f"no build host named {name!r} (installed: {', '.join(hosts) or 'none'})")
-            return hosts[name]
-        for host in hosts.values():
-            if host.available(config):
-                return host
+            found: list[type[BuildHost]] = self._named("build host", name) if name in names else []
+            if not found:
+                raise UsageError(f"no build host named {name!r} (installed: {', '.join(names) or 'none'})")
+            return found[0]
+        for host_name in names:
+            for host in self._named("build host", host_name):
+                if host.available(config):
+                    return cast("type[BuildHost]", host)
         raise UsageError(
             "no build host can run here"
             + (
-                f" (installed: {', '.join(hosts)}; none is available)"
-                if hosts
+                f" (installed: {', '.join(names)}; none is available)"
+                if names
                 else "; install one, e.g. aib-provider-qemu"
             )
         )

@@ -13,6 +13,7 @@ shielded from cancellation and bounded in time.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import tempfile
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import anyio
 import anyio.to_thread
@@ -36,7 +37,6 @@ from aib_sdk import disks
 from aib_sdk.artifacts import DiskImage
 from aib_sdk.cache.settings import CacheSettings
 from aib_sdk.communicators.ssh import SshCommunicator
-from aib_sdk.communicators.winrm import WinRMCommunicator
 from aib_sdk.config import Config
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildError, BuildHostError, CommunicatorError
@@ -164,8 +164,9 @@ def qemu_command(
     return args
 
 
-async def choose_accel(settings: QemuSettings, kernel: Path | None) -> accel_mod.Accel:
-    """The accelerator for this host: the setting, or (``auto``) a probe cached per emulator binary."""
+async def choose_accel(settings: QemuSettings, kernel: Path | None, cache_dir: Path | None = None) -> accel_mod.Accel:
+    """The accelerator for this host: the setting, or (``auto``) a probe cached per emulator binary (its test boot
+    remembered under ``<cache_dir>/qemu-accel/`` across builds, see :func:`accel.remembered`)."""
     if settings.accel in ("kvm", "tcg"):
         return "kvm" if settings.accel == "kvm" else "tcg"
     cached = _ACCEL_CACHE.get(settings.binary)
@@ -175,7 +176,11 @@ async def choose_accel(settings: QemuSettings, kernel: Path | None) -> accel_mod
             ok: bool = await accel_mod.kvm_test_boot(settings.binary, kernel)
             return ok
 
-        cached = await accel_mod.probe(test_boot=test_boot)
+        boot: accel_mod.TestBoot = test_boot
+        if cache_dir is not None:
+            facts = functools.partial(accel_mod.test_boot_facts, settings.binary, kernel)
+            boot = accel_mod.remembered(test_boot, cache_dir / "qemu-accel", facts)
+        cached = await accel_mod.probe(test_boot=boot)
         _ACCEL_CACHE[settings.binary] = cached
     return cached
 
@@ -201,7 +206,9 @@ def _read_host_key_setting(value: str) -> list[str]:
     return [value]
 
 
-def _check_protocols() -> None:  # static conformance checks for mypy
+if TYPE_CHECKING:  # static conformance checks for mypy (the WinRM stack loads for Windows guests only)
+    from aib_sdk.communicators.winrm import WinRMCommunicator
+
     _c: type[Communicator] = SshCommunicator
     _w: type[Communicator] = WinRMCommunicator
 
@@ -218,7 +225,7 @@ class QemuBuildHost:
     @classmethod
     async def accelerator(cls, config: Config) -> str:
         """The accelerator builds here get (``kvm`` only when a probe boot works, else ``tcg``; ``[qemu] accel``)."""
-        return await choose_accel(QemuSettings.from_config(config), None)
+        return await choose_accel(QemuSettings.from_config(config), None, config.cache)
 
     @classmethod
     def cache_facts(cls, config: Config) -> dict[str, object]:
@@ -458,10 +465,10 @@ class QemuBuildHost:
     ) -> dict[str, Any]:
         """Create the VM's disks and choose its shape: the :func:`qemu_command` arguments but the port."""
         image, ctx, settings = machine.image, machine.ctx, machine.settings
-        base_info = await disks.info(image.path, image.format)
         size = None
         if vm.os_disk_size_gb:
             wanted = vm.os_disk_size_gb * GIB
+            base_info = await disks.info(image.path, image.format)
             if wanted >= base_info.virtual_size:
                 size = wanted
             else:
@@ -486,7 +493,7 @@ class QemuBuildHost:
             ovmf_vars = machine.directory / "OVMF_VARS.fd"
             await anyio.to_thread.run_sync(shutil.copyfile, OVMF_VARS, ovmf_vars)
         test_kernel = image.kernel or next(iter(sorted(ctx.cache_dir.glob("tiny-guest/*/vmlinuz"))), None)
-        accel = await choose_accel(settings, test_kernel)
+        accel = await choose_accel(settings, test_kernel, ctx.cache_dir)
         shape = vmsizes.shape(
             vm.vm_size, generation=image.hyper_v_generation, cpus=settings.cpus, memory_mib=settings.memory_mib
         )

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import anyio
 import anyio.abc
@@ -25,11 +25,13 @@ from aib_sdk import disks
 from aib_sdk.artifacts import Artifact, DiskImage, StateRequest
 from aib_sdk.communicators.lines import LineBuffer
 from aib_sdk.communicators.ssh import ANSWER_WAIT, HostKeyMismatch, SshCommunicator
-from aib_sdk.communicators.winrm import AuthenticationError, WinRMCommunicator
 from aib_sdk.context import RunContext
 from aib_sdk.errors import BuildHostError, CommunicatorError
 from aib_sdk.events import LogLine
 from aib_sdk.runtime import cleanup_scope
+
+if TYPE_CHECKING:  # the WinRM stack loads for Windows guests only
+    from aib_sdk.communicators.winrm import WinRMCommunicator
 
 SERIAL_TAIL = 40
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
@@ -133,7 +135,7 @@ class QemuMachine:
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait for the readiness line (if the image prints one) and a working SSH login (or WinRM command)."""
-        if isinstance(self.communicator, WinRMCommunicator):
+        if not isinstance(self.communicator, SshCommunicator):  # WinRM (a Windows guest)
             await self._wait_winrm(self.communicator, timeout)
             return
         # Load the SSH stack in a worker thread while the guest boots (it is not needed before).
@@ -170,6 +172,8 @@ class QemuMachine:
         raise BuildHostError(f"the build VM did not become reachable over SSH within {timeout:.0f}s{self.tail_text()}")
 
     async def _wait_winrm(self, comm: WinRMCommunicator, timeout: float) -> None:
+        from aib_sdk.communicators.winrm import AuthenticationError
+
         try:
             await windows.wait_ready(comm, timeout, self._check_running)
         except AuthenticationError as exc:

@@ -19,17 +19,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.to_thread
 
 from aib_provider_qemu import seed
 from aib_provider_qemu.settings import QemuSettings
-from aib_sdk.communicators.winrm import AuthenticationError, WinRMCommunicator
 from aib_sdk.communicators.winrm.scripts import quote
 from aib_sdk.errors import BuildHostError, CommunicatorError
 from aib_sdk.redaction import Secret, register_secret
+
+if TYPE_CHECKING:  # the WinRM stack loads when a Windows guest needs it
+    from aib_sdk.communicators.winrm import WinRMCommunicator
 
 WINRM_HTTP_PORT = 5985
 WINRM_HTTPS_PORT = 5986
@@ -199,6 +201,8 @@ def communicator(
     poll_interval: float = 2.0,
 ) -> WinRMCommunicator:
     """The WinRM communicator reaching a guest whose WinRM port is forwarded to ``host:port``."""
+    from aib_sdk.communicators.winrm import WinRMCommunicator
+
     https = access.transport == "basic-https"
     try:
         return WinRMCommunicator(
@@ -232,6 +236,8 @@ async def wait_ready(
     attempts. Wrong credentials fail at once (:class:`AuthenticationError`); running out of time raises
     :class:`CommunicatorError` with the last reason.
     """
+    from aib_sdk.communicators.winrm import AuthenticationError
+
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
