@@ -15,8 +15,9 @@ line, upload 1 MiB, power off and write a qcow2.
 
 Rows (medians of ``--rounds``, default 5, after one warm-up round per side; the sides alternate):
 total (goal <= 1.15x median, <= 1.3x worst round), time before QEMU starts (goal < 0.3 s), readiness (from the guest's
-ready line on the serial console to aib's first login; goal < 0.3 s; the serial follower reads every 0.1 s, so this
-can read up to 0.1 s short), shutdown (goal <= 1.3x by hand). The machine is shared: numbers are noisy.
+ready line on the serial console to the first login, by hand ``ssh … true``; goal < 0.3 s; aib's serial follower
+reads every 0.1 s, so its side can read up to 0.1 s short), shutdown (goal <= 1.3x by hand).
+The machine is shared: numbers are noisy.
 Usage: ``python benchmarks/bench_qemu_build.py [--rounds N] [--json]``.
 """
 
@@ -88,6 +89,8 @@ stamp qemu
 """
     + QEMU
     + r"""stamp ready
+ssh "${OPTS[@]}" -p "$PORT" "$USER@127.0.0.1" true
+stamp login
 ssh "${OPTS[@]}" -p "$PORT" "$USER@127.0.0.1" 'echo "built by hand" | sudo tee /etc/aib-bench >/dev/null'
 scp -q "${OPTS[@]}" -P "$PORT" "$PAYLOAD" "$USER@127.0.0.1:/tmp/payload.bin"
 stamp poweroff
@@ -190,7 +193,12 @@ def run_manual(work: Path, env: dict[str, str], index: int) -> dict[str, float]:
         raise SystemExit(f"manual build failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
     times = dict(line.split() for line in (round_dir / "times").read_text().splitlines())
     t = {k: float(v) for k, v in times.items()}
-    return {"total": elapsed, "before_qemu": t["qemu"] - t["start"], "shutdown": t["off"] - t["poweroff"]}
+    return {
+        "total": elapsed,
+        "before_qemu": t["qemu"] - t["start"],
+        "readiness": t["login"] - t["ready"],
+        "shutdown": t["off"] - t["poweroff"],
+    }
 
 
 def prepare(work: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -281,6 +289,7 @@ def main(rounds: int, as_json: bool) -> int:
             "before_qemu_aib": round(statistics.median(col(aib_rows, "before_qemu")), 3),
             "before_qemu_manual": round(statistics.median(col(manual_rows, "before_qemu")), 3),
             "readiness_aib": round(statistics.median(ready_a), 3) if ready_a else None,
+            "readiness_manual": round(statistics.median(col(manual_rows, "readiness")), 3),
             "shutdown_aib": round(statistics.median(shut_a), 3) if shut_a else None,
             "shutdown_manual": round(statistics.median(shut_m), 3),
             "goals": GOALS,
@@ -308,8 +317,9 @@ def main(rounds: int, as_json: bool) -> int:
         )
         rd = report["readiness_aib"]
         print(
-            f"  readiness:    aib {rd if rd is not None else float('nan'):6.3f} s from the guest's ready line to the "
-            f"first login (goal < {GOALS['readiness']} s): {verdict(rd is not None and rd < GOALS['readiness'])}"
+            f"  readiness:    aib {rd if rd is not None else float('nan'):6.3f} s   by hand "
+            f"{report['readiness_manual']:6.3f} s from the guest's ready line to the first login "
+            f"(goal < {GOALS['readiness']} s): {verdict(rd is not None and rd < GOALS['readiness'])}"
         )
         sa, sm = report["shutdown_aib"], report["shutdown_manual"]
         if sa is not None:
