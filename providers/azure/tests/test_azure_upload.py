@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
@@ -13,7 +15,7 @@ import pytest
 from aib_provider_azure.blob import BlobService
 from aib_provider_azure.distributors.vhd import AzureVhd
 from aib_provider_azure.ranges import CHUNK
-from aib_provider_azure.replicate import replicate
+from aib_provider_azure.replicate import copy_to_region, replicate
 from aib_provider_azure.settings import AzureSettings, BlobRef
 from aib_provider_azure.testing.files import MIB, write_sparse
 from aib_provider_azure.upload import upload_page_blob
@@ -141,6 +143,56 @@ async def test_cancelled_upload_leaves_no_blob(azurite, vhd_96: Path) -> None:
             assert await BlobService(client).properties(blob) is not None  # it was there, half written
             tg.cancel_scope.cancel()
         assert await BlobService(client).properties(blob) is None
+
+
+class LostAnswerService(BlobService):
+    """The create request (Put Blob, or Copy Blob) reaches Azurite but its answer never comes back."""
+
+    def __init__(self, client: httpx.AsyncClient, sent: anyio.Event) -> None:
+        super().__init__(client)
+        self.sent = sent
+
+    async def create_page_blob(self, blob: BlobRef, size: int, metadata: Mapping[str, str]) -> None:
+        await super().create_page_blob(blob, size, metadata)
+        self.sent.set()
+        await anyio.sleep_forever()
+
+    async def start_copy(self, dest: BlobRef, source_url: str, metadata: Mapping[str, str]) -> httpx.Headers:
+        await super().start_copy(dest, source_url, metadata)
+        self.sent.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_upload_cancelled_while_its_create_is_unanswered_leaves_no_blob(azurite, vhd_96: Path) -> None:
+    settings = settings_for(azurite)
+    blob = blob_at(azurite, settings, "lost-answer/disk.vhd")
+    async with httpx.AsyncClient() as client:
+        sent = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(upload_page_blob, LostAnswerService(client, sent), vhd_96, blob)
+            await sent.wait()
+            assert await BlobService(client).properties(blob) is not None  # the create took effect
+            tg.cancel_scope.cancel()
+        assert await BlobService(client).properties(blob) is None
+
+
+async def test_copy_cancelled_while_its_create_is_unanswered_leaves_no_blob(azurite, tmp_path: Path) -> None:
+    settings = settings_for(azurite)
+    source = blob_at(azurite, settings, "lost-copy/source.vhd")
+    dest = blob_at(azurite, settings, "lost-copy/dest.vhd")
+    async with httpx.AsyncClient() as client:
+        await upload_page_blob(BlobService(client), write_sparse(tmp_path / "s.vhd", MIB, {0: b"x" * 512}), source)
+        sent = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                functools.partial(copy_to_region, LostAnswerService(client, sent), source, dest, {}, region="west")
+            )
+            await sent.wait()
+            assert await BlobService(client).properties(dest) is not None
+            tg.cancel_scope.cancel()
+        assert await BlobService(client).properties(dest) is None
+        assert await BlobService(client).properties(source) is not None  # only what the copy created is removed
 
 
 async def test_existing_blob_is_not_overwritten(azurite, tmp_path: Path) -> None:

@@ -169,16 +169,13 @@ class BlobService:
         response = await self.request("HEAD", blob.account, blob.url, what="get properties", ok=(200, 404))
         return None if response.status_code == 404 else response.headers
 
-    async def delete(self, blob: BlobRef) -> None:
-        """Delete the blob and its snapshots; a blob that is already gone is fine."""
-        await self.request(
-            "DELETE",
-            blob.account,
-            blob.url,
-            what="delete blob",
-            headers={"x-ms-delete-snapshots": "include"},
-            ok=(202, 404),
-        )
+    async def delete(self, blob: BlobRef, *, if_match: str | None = None) -> None:
+        """Delete the blob and its snapshots (only the version with ETag ``if_match`` when given: another one is
+        left, 412); a blob that is already gone is fine."""
+        headers = {"x-ms-delete-snapshots": "include"}
+        if if_match is not None:
+            headers["If-Match"] = if_match
+        await self.request("DELETE", blob.account, blob.url, what="delete blob", headers=headers, ok=(202, 404, 412))
 
     async def start_copy(self, dest: BlobRef, source_url: str, metadata: Mapping[str, str]) -> httpx.Headers:
         """Copy Blob (server side) from ``source_url``; returns the response headers (x-ms-copy-status …)."""

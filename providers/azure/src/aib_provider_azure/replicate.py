@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,7 +11,7 @@ import anyio
 
 from aib_provider_azure.blob import BlobService
 from aib_provider_azure.settings import AzureSettings, BlobRef
-from aib_provider_azure.upload import COMPLETE, discard
+from aib_provider_azure.upload import COMPLETE, CREATOR, discard, discard_if_created
 from aib_sdk.errors import DistributeError
 
 RegionState = Callable[[str, Literal["Running", "Succeeded", "Failed"], str], None]
@@ -49,7 +50,12 @@ async def copy_to_region(
 ) -> None:
     """Copy ``source`` to ``dest``, wait for the copy, then mark ``dest`` complete; delete it on any failure."""
     await service.ensure_container(dest.account, dest.container)
-    headers = await service.start_copy(dest, source_url(source), {**metadata, COMPLETE: "false"})
+    token = secrets.token_hex(16)
+    try:
+        headers = await service.start_copy(dest, source_url(source), {**metadata, COMPLETE: "false", CREATOR: token})
+    except BaseException:
+        await discard_if_created(service, dest, token)
+        raise
     try:
         while True:
             status = headers.get("x-ms-copy-status", "")

@@ -1,7 +1,9 @@
 """Sparse-aware page blob upload of a fixed VHD: parallel 4 MiB Put Page calls, all-zero ranges skipped.
 
 The blob is created with ``aibcomplete=false`` and marked ``aibcomplete=true`` (with the image's sha256) only after the
-last page is written. A failed or cancelled upload deletes the blob it created (shielded, bounded).
+last page is written. A failed or cancelled upload deletes the blob it created (shielded, bounded), also when it is
+cancelled while the Put Blob is in flight: the blob is created with a token of this upload (``aibcreator``) and an
+unanswered create deletes the blob only if it carries that token.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from aib_sdk.runtime import bounded_map, cleanup_scope, raise_first
 
 COMPLETE = "aibcomplete"
 SHA256 = "aibsha256"
+CREATOR = "aibcreator"
 
 
 @dataclass
@@ -58,6 +62,14 @@ async def discard(service: BlobService, blob: BlobRef) -> bool:
     return False
 
 
+async def discard_if_created(service: BlobService, blob: BlobRef, token: str) -> None:
+    """After a Put Blob whose answer never came: delete ``blob`` if this upload created it (it has ``token``)."""
+    with cleanup_scope(60), contextlib.suppress(Exception):
+        headers = await service.properties(blob)
+        if headers is not None and headers.get(f"x-ms-meta-{CREATOR}") == token:
+            await service.delete(blob, if_match=headers.get("etag"))
+
+
 async def upload_page_blob(
     service: BlobService,
     path: Path,
@@ -80,7 +92,12 @@ async def upload_page_blob(
     stats = UploadStats(size=size)
     meta = dict(metadata or {})
     await service.ensure_container(blob.account, blob.container)
-    await service.create_page_blob(blob, size, {**meta, COMPLETE: "false"})
+    token = secrets.token_hex(16)
+    try:
+        await service.create_page_blob(blob, size, {**meta, COMPLETE: "false", CREATOR: token})
+    except BaseException:
+        await discard_if_created(service, blob, token)
+        raise
     fd = await anyio.to_thread.run_sync(os.open, str(path), os.O_RDONLY)
     digest: list[str] = [sha256] if sha256 else []
     try:
