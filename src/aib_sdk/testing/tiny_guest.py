@@ -67,12 +67,12 @@ if [ ! -e /etc/.aib-owned ]; then
   : > /etc/.aib-owned
 fi
 chmod 4755 /bin/busybox-suid
-# poweroff/reboot signal PID 1: flush, ask everything to stop, wait only until it has (at most 3 s: a step's
-# wrapper records an orderly shutdown on SIGTERM), flush again, and go (no fixed grace period).
+# poweroff/reboot signal PID 1: flush, ask everything to stop, wait only until it has (a step's wrapper records an
+# orderly shutdown on SIGTERM; at most 15 s, as its flush can take seconds on a busy host), flush again, and go.
 settle() {
   usleep 500000
   n=0
-  while [ $n -lt 30 ]; do
+  while [ $n -lt 145 ]; do
     busy=""
     for d in /proc/[0-9]*; do [ "${d#/proc/}" != 1 ] && [ -e $d/exe ] && busy=1 && break; done
     [ -z "$busy" ] && return

@@ -17,7 +17,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import WorkflowHandle
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from aib_sdk.artifact_store import ArtifactStore
 from aib_sdk.config import Config
@@ -118,7 +118,11 @@ class BuildActivities:
     @activity.defn(name=ACTIVITY_NAME)
     async def build(self, request: dict[str, Any]) -> dict[str, Any]:
         if not self.slots.try_start():
-            raise ApplicationError(f"worker {self.identity} is running {self.slots.limit} build(s)", type=WORKER_FULL)
+            raise ApplicationError(  # benign: the SDK logs it at debug level, not as a warning with a traceback
+                f"worker {self.identity} is running {self.slots.limit} build(s)",
+                type=WORKER_FULL,
+                category=ApplicationErrorCategory.BENIGN,
+            )
         try:
             return await self._build(request)
         finally:

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
+from temporalio.worker import FixedSizeSlotSupplier, UnsandboxedWorkflowRunner, Worker, WorkerTuner
 
 from aib_sdk.artifact_store import open_artifact_store
 
@@ -69,7 +69,17 @@ async def run_worker(
     )
     shutdown = timedelta(seconds=grace)
     workers: list[Worker] = [
-        Worker(client, task_queue=settings.task_queue, workflows=[BuildWorkflow], identity=identity)
+        Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[BuildWorkflow],
+            identity=identity,
+            # No sandbox: it swaps the process-wide ``sys.modules`` and ``__import__`` while a workflow task runs in
+            # its thread, and a build's lazy imports on the event loop at that moment failed with SystemError
+            # ("dictobject.c: bad argument to internal function"). The workflow module imports only the standard
+            # library and temporalio and is deterministic by construction (see :mod:`.workflow`).
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
     ]
     workers += [
         Worker(
