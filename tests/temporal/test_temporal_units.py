@@ -195,3 +195,41 @@ def test_workers_advertise_the_accelerator_their_build_hosts_probe(aib_plugins) 
     fake_hosts = tuple(aib_plugins.registry.build_hosts)
     assert anyio.run(probe_accelerator, aib_plugins, Config({}, env={}), fake_hosts) == "none"
     assert anyio.run(probe_accelerator, qemu, Config({}, env={}), ()) == "none"
+
+
+def test_event_pump_stops_when_cancelled_as_its_last_batch_arrives() -> None:
+    """The build activity cancels its event pump right after the run's last event woke it. The pump used
+    ``asyncio.wait_for``, which (Python 3.11) swallows a cancellation that lands once the awaited event is set: the
+    pump kept running and heartbeating, and the finished build's activity never completed (a queue test hung).
+    Every interleaving of the wake-up and the cancel must stop the pump."""
+    import asyncio
+
+    from aib_sdk.engines.temporal.activity import EventPump
+    from aib_sdk.events import RunFinished
+
+    class Handle:
+        def __init__(self) -> None:
+            self.batches: list[list[dict[str, object]]] = []
+
+        async def signal(self, name: str, batch: list[dict[str, object]]) -> None:
+            self.batches.append(batch)
+
+    async def one(delay_steps: int) -> bool:
+        handle = Handle()
+        pump = EventPump(handle, heartbeat_every=1e12)  # type: ignore[arg-type]
+        task = asyncio.create_task(pump.run())
+        await asyncio.sleep(0.01)  # the pump waits for events
+        pump.sink(RunFinished(run_state="Succeeded", run_sub_state="Distributing", message=""))
+        for _ in range(delay_steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=1.0)
+        if not done:
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
+        return bool(done)
+
+    async def every_interleaving() -> list[int]:
+        return [steps for steps in range(8) if not await one(steps)]
+
+    assert asyncio.run(every_interleaving()) == []

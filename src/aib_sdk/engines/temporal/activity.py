@@ -73,8 +73,11 @@ class EventPump:
         loop = asyncio.get_running_loop()
         last_beat = 0.0
         while True:
+            # ``asyncio.timeout``, not ``wait_for``: on 3.11 ``wait_for`` swallows a cancel that lands once the event
+            # is set, and the pump of a finished build then ran (and heartbeated) forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._wake.wait()
             await asyncio.sleep(0.05)  # gather a few more events into the batch
             self._wake.clear()
             with contextlib.suppress(Exception):  # a lost batch must not stop the build
