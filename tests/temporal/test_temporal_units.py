@@ -3,8 +3,11 @@ usage errors."""
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import anyio
@@ -13,12 +16,15 @@ import pytest
 from aib_sdk.artifact_store import ArtifactStore, DirectoryStore
 from aib_sdk.cli import main
 from aib_sdk.config import Config
+from aib_sdk.engines.temporal import workflow
+from aib_sdk.engines.temporal.activity import EventPump
 from aib_sdk.engines.temporal.capabilities import Capabilities, activity_queue, build_needs
 from aib_sdk.engines.temporal.client import result_from_json
 from aib_sdk.engines.temporal.inputs import InputFile, fetch_input, local_path_of, upload_inputs
 from aib_sdk.engines.temporal.request import options_from_request
 from aib_sdk.engines.temporal.settings import TemporalSettings
 from aib_sdk.errors import FetchError, UsageError
+from aib_sdk.events import RunFinished
 from aib_sdk.options import BuildOptions
 from aib_sdk.result import BuildResult, LastRunStatus
 
@@ -197,39 +203,54 @@ def test_workers_advertise_the_accelerator_their_build_hosts_probe(aib_plugins) 
     assert anyio.run(probe_accelerator, qemu, Config({}, env={}), ()) == "none"
 
 
-def test_event_pump_stops_when_cancelled_as_its_last_batch_arrives() -> None:
-    """The build activity cancels its event pump right after the run's last event woke it. The pump used
-    ``asyncio.wait_for``, which (Python 3.11) swallows a cancellation that lands once the awaited event is set: the
-    pump kept running and heartbeating, and the finished build's activity never completed (a queue test hung).
-    Every interleaving of the wake-up and the cancel must stop the pump."""
-    import asyncio
+class _Handle:
+    """Records the signals an :class:`EventPump` sends (the workflow handle's one method it uses)."""
 
-    from aib_sdk.engines.temporal.activity import EventPump
-    from aib_sdk.events import RunFinished
+    def __init__(self) -> None:
+        self.batches: list[list[dict[str, object]]] = []
 
-    class Handle:
-        def __init__(self) -> None:
-            self.batches: list[list[dict[str, object]]] = []
+    async def signal(self, name: str, batch: list[dict[str, object]]) -> None:
+        self.batches.append(batch)
 
-        async def signal(self, name: str, batch: list[dict[str, object]]) -> None:
-            self.batches.append(batch)
+
+@pytest.mark.parametrize("how", ["stop", "cancel"])
+def test_event_pump_ends_whenever_it_is_stopped(how: str) -> None:
+    """The activity ends its event pump right after the run's last event woke it. The pump waited with
+    ``asyncio.wait_for``, which on Python 3.11 swallows a cancel that lands once the awaited event is set: the pump
+    kept running and heartbeating, and the finished build's activity never completed (a queue test hung). Every
+    interleaving of that wake-up and the stop (or a cancel) must end the pump; a stop sends the last event first."""
 
     async def one(delay_steps: int) -> bool:
-        handle = Handle()
+        handle = _Handle()
         pump = EventPump(handle, heartbeat_every=1e12)  # type: ignore[arg-type]
         task = asyncio.create_task(pump.run())
         await asyncio.sleep(0.01)  # the pump waits for events
         pump.sink(RunFinished(run_state="Succeeded", run_sub_state="Distributing", message=""))
         for _ in range(delay_steps):
             await asyncio.sleep(0)
-        task.cancel()
+        pump.stop() if how == "stop" else task.cancel()
         done, _ = await asyncio.wait([task], timeout=1.0)
-        if not done:
+        if not done:  # hung: end it for good so the loop can close
             task.cancel()
             await asyncio.wait([task], timeout=1.0)
-        return bool(done)
+            return False
+        sent = [event["kind"] for batch in handle.batches for event in batch]
+        return how == "cancel" or sent == ["run-finished"]
 
     async def every_interleaving() -> list[int]:
         return [steps for steps in range(8) if not await one(steps)]
 
     assert asyncio.run(every_interleaving()) == []
+
+
+def test_workflow_module_imports_only_the_standard_library_and_temporalio() -> None:
+    """Workflows run without temporalio's sandbox (it swaps ``sys.modules`` process-wide under the builds): what the
+    sandbox checked, that the workflow code can only be deterministic, is held here by what it may import."""
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(Path(workflow.__file__).read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            imported.add((node.module or "").split(".")[0])
+    assert imported, "no imports found: the check reads the wrong file"
+    assert {m for m in imported if m not in sys.stdlib_module_names and m != "temporalio"} == set()

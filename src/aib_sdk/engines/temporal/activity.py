@@ -56,6 +56,7 @@ class EventPump:
         self.pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._stopping = False
 
     def sink(self, event: Event) -> None:
         self.pending.append(event.model_dump(mode="json"))
@@ -70,21 +71,28 @@ class EventPump:
                 await self.handle.signal("events", batch)
 
     async def run(self) -> None:
+        """Send batches and heartbeat until :meth:`stop`; the last batch is sent before it returns."""
         loop = asyncio.get_running_loop()
         last_beat = 0.0
-        while True:
+        while not self._stopping:
             # ``asyncio.timeout``, not ``wait_for``: on 3.11 ``wait_for`` swallows a cancel that lands once the event
-            # is set, and the pump of a finished build then ran (and heartbeated) forever.
+            # is set (the pump of a finished build ran, and heartbeated, forever when it was stopped by a cancel).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_SECONDS):
                     await self._wake.wait()
-            await asyncio.sleep(0.05)  # gather a few more events into the batch
+            if not self._stopping:
+                await asyncio.sleep(0.05)  # gather a few more events into the batch
             self._wake.clear()
             with contextlib.suppress(Exception):  # a lost batch must not stop the build
                 await asyncio.shield(self.flush())
             if loop.time() - last_beat >= self.heartbeat_every:
                 activity.heartbeat()
                 last_beat = loop.time()
+
+    def stop(self) -> None:
+        """End :meth:`run` after one last batch (a flag, not a cancel: nothing can swallow it)."""
+        self._stopping = True
+        self._wake.set()
 
 
 class BuildActivities:
@@ -188,8 +196,6 @@ class BuildActivities:
             data["worker"] = self.identity
             return data
         finally:
-            pump_task.cancel()
-            with contextlib.suppress(BaseException):
-                await pump_task
+            pump.stop()
             with contextlib.suppress(Exception):
-                await asyncio.shield(pump.flush())
+                await asyncio.shield(pump_task)
