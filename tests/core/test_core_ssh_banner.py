@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import anyio.abc
 import pytest
@@ -50,27 +52,69 @@ async def test_no_server_and_a_non_ssh_server_are_not_ready() -> None:
     assert not await comm.wait_answering(0.6)
 
 
-async def test_probes_in_flight_are_bounded_so_a_slow_server_is_not_flooded() -> None:
-    """A server slow to send its banner (OpenSSH re-executing under TCG) sees at most MAX_PROBES connections."""
-    open_now = 0
-    most = 0
+@pytest.mark.parametrize("delay", [1.0, 2.5])
+async def test_a_slow_server_is_found_and_not_flooded(delay: float) -> None:
+    """A guest that refuses connections for 0.5 s (its network is up, sshd is not listening yet), then serves them
+    slowly (OpenSSH forking and re-executing under TCG: the work is done even for a client that left) and drops one
+    at once when it holds 10 (OpenSSH's MaxStartups): a banner that takes most of a probe's timeout is found, and
+    once the guest answered, no probe it holds is closed to make room for another."""
+    listening_at = 0.5
+    begin = anyio.current_time()
+    held = 0
+    left = 0
+    answered = False
 
     async def slow(stream: anyio.abc.SocketStream) -> None:
-        nonlocal open_now, most
-        open_now += 1
-        most = max(most, open_now)
-        try:
-            async with stream:
-                await anyio.sleep(1.0)
-                await stream.send(b"SSH-2.0-slow\r\n")
+        nonlocal held, left, answered
+        async with stream:
+            if anyio.current_time() - begin < listening_at or held >= 10:
+                return  # refused, or dropped
+            held += 1
+            try:
+                taken = anyio.current_time()
+                with anyio.move_on_after(delay):
+                    try:
+                        await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):  # the client closed it
+                        left += not answered  # (the wait closes its other probes once one is answered)
+                await anyio.sleep(max(0.0, taken + delay - anyio.current_time()))
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await stream.send(b"SSH-2.0-slow\r\n")
+                    answered = True
                 await anyio.sleep(0.2)
-        finally:
-            open_now -= 1
+            finally:
+                held -= 1
 
+    assert delay < ssh.PROBE_TIMEOUT
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, slow)
         assert await wait_for_banner("127.0.0.1", port, timeout=10.0)
+        assert anyio.current_time() - begin < listening_at + delay + 0.5
         tg.cancel_scope.cancel()
-    assert 1 <= most <= ssh.MAX_PROBES
+    assert left == 0
+
+
+async def test_probes_held_by_a_guest_not_yet_on_the_network_do_not_delay_the_first_answer() -> None:
+    """Like QEMU's user-mode forward before the guest's network is up: every connection made in the first 2 s is
+    accepted and held (longer than MAX_OPEN probes take to start); the server answers the first one made later
+    within one probe interval and a round trip."""
+    up_at = 2.0
+    begin = anyio.current_time()
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            if anyio.current_time() - begin < up_at:
+                await anyio.sleep_forever()
+            await stream.send(b"SSH-2.0-test\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        assert ssh.MAX_OPEN * ssh.PROBE_INTERVAL < up_at < ssh.PROBE_TIMEOUT
+        assert await wait_for_banner("127.0.0.1", port, timeout=10.0)
+        late = anyio.current_time() - begin - up_at
+        tg.cancel_scope.cancel()
+    assert late < ssh.PROBE_INTERVAL + 0.25, f"found {late:.2f}s after the server answered"

@@ -36,19 +36,23 @@ CHUNK = 1 << 20
 OUTPUT_LIMIT = 1 << 20
 BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
 PROBE_INTERVAL = 0.1
-"""Seconds between the starts of two banner probes (well under a quarter second): the first login follows sshd by at
-most this much plus the SSH handshake."""
+"""Seconds between the starts of two banner probes (well under a quarter second): the first login can follow
+sshd by this much plus the SSH handshake."""
 PROBE_TIMEOUT = 3.0
-"""How long one probe waits for the banner (a forwarded port may accept and then hold a connection)."""
-MAX_PROBES = 3
-"""Banner probes in flight at once (see :func:`wait_for_banner`)."""
+"""How long one probe waits for the banner: a slow sshd (OpenSSH forking and re-executing under TCG) is given this
+long to answer the oldest probes."""
+MAX_OPEN = 8
+"""Probe connections open at once, below OpenSSH's ``MaxStartups`` (10): a slow sshd is never sent more."""
+QUIET_AFTER = 0.5
+"""A probe silent this long may be closed to make room for a new one (see :func:`wait_for_banner`)."""
 ANSWER_WAIT = 2 * PROBE_TIMEOUT
-"""How long one readiness wait lets its probes run: a shorter wait cancels probes before a slow sshd (OpenSSH
-re-executing under TCG) answers, and the next wait's probes pile onto it."""
+"""How long one readiness wait lets its probes run: a shorter wait cancels probes before a slow sshd answers, and
+the next wait's probes pile onto it."""
 
 
-async def _banner(host: str, port: int, timeout: float) -> bool:
-    """Whether an SSH server at ``host:port`` sends its identification line (``SSH-…``) within ``timeout``."""
+async def _banner(host: str, port: int, timeout: float) -> bool | None:
+    """``True`` if an SSH server at ``host:port`` sends its identification line (``SSH-…``) within ``timeout``;
+    ``False`` if something answered otherwise (refused, closed, not SSH); ``None`` if nothing answered."""
     with anyio.move_on_after(timeout):
         try:
             async with await anyio.connect_tcp(host, port) as stream:
@@ -58,35 +62,50 @@ async def _banner(host: str, port: int, timeout: float) -> bool:
                 return received.startswith(b"SSH-")
         except (OSError, anyio.EndOfStream, anyio.BrokenResourceError):
             return False
-    return False
+    return None
 
 
 async def wait_for_banner(host: str, port: int, timeout: float, *, interval: float = PROBE_INTERVAL) -> bool:
     """Wait until an SSH server at ``host:port`` answers with its banner; ``False`` after ``timeout`` seconds.
 
-    A probe starts every ``interval`` seconds and they overlap, so a probe stuck on a connection the guest never
-    takes (QEMU's user-mode forward accepts before the guest listens) delays nothing: the first login can follow
-    the server's start by ``interval`` plus one round trip. At most :data:`MAX_PROBES` are in flight: every
-    connection a guest's OpenSSH takes costs it a fork and re-exec (seconds under TCG), and unbounded probes at
-    10 a second pile up faster than it answers, so it never gets to answer.
+    A probe starts every ``interval`` seconds and they overlap, so the first login follows the server's start by
+    ``interval`` plus one round trip; at most :data:`MAX_OPEN` are open. Until anything answers, the probes may be
+    held by QEMU's user-mode forward, which accepts at once and keeps a connection made before the guest's network
+    is up until its own SYN retry (about 3 s), while sshd may start well before that: then, with ``MAX_OPEN``
+    open, the youngest probe silent for :data:`QUIET_AFTER` is closed for a new one (the oldest keep their whole
+    :data:`PROBE_TIMEOUT`, what a slow sshd needs to answer them). Once something answered (the guest refused a
+    probe, or an overloaded sshd dropped one), silent probes are being served and none is closed early: a slow
+    OpenSSH, which forks and re-executes for each connection under TCG, is not sent more work than it can take.
     """
     found = anyio.Event()
-    in_flight = 0
+    started: dict[anyio.CancelScope, float] = {}  # open probes, oldest first
+    answered = False
 
-    async def probe() -> None:
-        nonlocal in_flight
-        in_flight += 1
+    async def probe(scope: anyio.CancelScope) -> None:
+        nonlocal answered
         try:
-            if await _banner(host, port, PROBE_TIMEOUT):
-                found.set()
+            with scope:
+                banner = await _banner(host, port, PROBE_TIMEOUT)
+                if banner:
+                    found.set()
+                elif banner is False:
+                    answered = True
         finally:
-            in_flight -= 1
+            started.pop(scope, None)
 
     with anyio.move_on_after(timeout):
         async with anyio.create_task_group() as tg:
             while not found.is_set():
-                if in_flight < MAX_PROBES:
-                    tg.start_soon(probe)
+                now = anyio.current_time()
+                if len(started) >= MAX_OPEN and not answered:
+                    quiet = [scope for scope, at in started.items() if now - at >= QUIET_AFTER]
+                    if quiet:
+                        del started[quiet[-1]]
+                        quiet[-1].cancel()
+                if len(started) < MAX_OPEN:
+                    scope = anyio.CancelScope()
+                    started[scope] = now
+                    tg.start_soon(probe, scope)
                 with anyio.move_on_after(interval):
                     await found.wait()
             tg.cancel_scope.cancel()
