@@ -117,4 +117,6 @@ async def test_probes_held_by_a_guest_not_yet_on_the_network_do_not_delay_the_fi
         assert await wait_for_banner("127.0.0.1", port, timeout=10.0)
         late = anyio.current_time() - begin - up_at
         tg.cancel_scope.cancel()
-    assert late < ssh.PROBE_INTERVAL + 0.25, f"found {late:.2f}s after the server answered"
+    # Probes that stop new ones until they time out find it PROBE_TIMEOUT - up_at (1 s) late at best; the margin
+    # below that is for a loaded machine.
+    assert late < (ssh.PROBE_TIMEOUT - up_at) / 2, f"found {late:.2f}s after the server answered"
