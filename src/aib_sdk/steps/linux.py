@@ -97,15 +97,16 @@ async def _run_checked(step: StepContext, command: str, what: str) -> None:
 def wrapped(remote: str, record: str) -> str:
     """The command running ``remote`` under the wrapper that records how it ended (see the module docstring).
 
-    The script gets the session's stderr (fd 3) and is the wrapper's direct child (no subshell between them); the
-    wrapper's own stderr goes to ``/dev/null``. A shell prints a job's status ("Terminated") to its stderr when it
+    The script gets the session's stderr (fd 3) and is the wrapper's direct child (no subshell between them); once
+    the first record is written (a home it cannot write to still shows in the log), the wrapper's own stderr goes to
+    ``/dev/null``. A shell prints a job's status ("Terminated") to its stderr when it
     reaps a script a signal killed; during a shutdown the session's server is killed at the same moment, and that
     write raised SIGPIPE, which killed the wrapper before its trap recorded the shutdown (dash and busybox ash,
     about one reboot in 30 on the tiny guest).
     """
     r, s = shlex.quote(remote), f'"$HOME"/{shlex.quote(record)}'
     return (
-        f"exec 3>&2 2>/dev/null; echo running > {s}; sync; "
+        f"echo running > {s}; sync; exec 3>&2 2>/dev/null; "
         f"trap 'echo shutdown > {s}; sync; exit 143' TERM HUP; "
         f"if chmod +x {r} 2>&3; then {r} 0<&0 2>&3 3>&- & wait $!; rc=$?; else rc=$?; fi; "
         f'echo "exit $rc" > {s}; sync; exit $rc'
